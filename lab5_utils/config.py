@@ -1,0 +1,242 @@
+"""`LabConfig`: every parameter of the lab in one validated, JSON-serializable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("food101", "synthetic", "folder:PATH")
+SCHEDULES = ("constant", "cosine", "exponential", "plateau")
+AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast")
+UNFREEZE_MODES = ("all", "top:N", "none")
+MIXED_PRECISION = ("auto", "on", "off")
+PRESETS = ("demo", "quick", "full")
+
+
+@dataclass
+class LabConfig:
+    """All settings of one run. Build it with `LabConfig.preset(name, **overrides)`."""
+
+    preset_name: str = "full"
+    dataset: str = "food101"
+    image_size: int = 224
+    batch_size: int = 32
+    transfer_epochs: int = 10
+    finetune_epochs: int = 10
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-5
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    augmentations: list[str] = field(default_factory=lambda: ["flip", "crop"])
+    unfreeze: str = "all"
+    weights: str | None = "imagenet"
+    dropout: float = 0.2
+    seed: int = 42
+    mixed_precision: str = "auto"
+    jit_compile: bool = False
+    train_fraction: float = 1.0
+    validation_split: float = 0.2
+    shuffle_buffer: int = 2048
+    cache_validation: str = ""
+    num_classes: int = 10
+    synthetic_train_per_class: int = 40
+    synthetic_val_per_class: int = 12
+    calibration_images: int = 256
+    deterministic: bool = False
+    run_root: str = "runs/full"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augmentations, str):
+            self.augmentations = [a for a in self.augmentations.split(",") if a.strip()]
+        self.augmentations = [a.strip() for a in self.augmentations]
+        self.validate()
+
+    # --- validation -------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise one `ValueError` naming the first bad field, its value and what is allowed."""
+        for name in ("learning_rate", "finetune_learning_rate"):
+            check_learning_rate(getattr(self, name), name)
+        _check_int(self, "image_size", 32)
+        for name in ("batch_size", "transfer_epochs", "finetune_epochs", "num_classes",
+                     "synthetic_train_per_class", "synthetic_val_per_class",
+                     "calibration_images", "shuffle_buffer"):
+            _check_int(self, name, 1)
+        if self.num_classes < 2:
+            _fail("num_classes", self.num_classes, "an integer >= 2")
+        _check_choice("preset_name", self.preset_name, PRESETS)
+        if not (self.dataset in ("food101", "synthetic") or self.dataset.startswith("folder:")):
+            _fail("dataset", self.dataset, f"one of {', '.join(DATASETS)}")
+        if self.dataset == "folder:":
+            _fail("dataset", self.dataset, "'folder:' followed by a path, e.g. folder:data/photos")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        for aug in self.augmentations:
+            _check_choice("augmentations", aug, AUGMENTATIONS)
+        parse_unfreeze(self.unfreeze)
+        for name, lo, hi in (("dropout", 0.0, 0.99), ("warmup_fraction", 0.0, 0.9),
+                             ("validation_split", 0.01, 0.9), ("train_fraction", 1e-6, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not lo <= value <= hi:
+                _fail(name, value, f"a number from {lo} to {hi}")
+        if self.weights is not None and not isinstance(self.weights, str):
+            _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
+
+    # --- construction -----------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LabConfig:
+        """A named preset (`demo`, `quick`, `full`) with keyword overrides."""
+        if name not in _PRESET_VALUES:
+            _fail("preset", name, f"one of {', '.join(PRESETS)}")
+        values = {**_PRESET_VALUES[name], "preset_name": name}
+        unknown = [k for k in overrides if k not in _field_names()]
+        if unknown:
+            raise ValueError(_unknown_key_message(unknown[0]))
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> LabConfig:
+        """A validated copy with some fields changed."""
+        unknown = [k for k in changes if k not in _field_names()]
+        if unknown:
+            raise ValueError(_unknown_key_message(unknown[0]))
+        return dataclasses.replace(self, **changes)
+
+    def with_settings(self, settings: list[str] | None) -> LabConfig:
+        """Apply `key=value` strings (the CLI's `--set`), parsing each value by the field's type."""
+        changes: dict[str, Any] = {}
+        for item in settings or []:
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected key=value, e.g. --set batch_size=16")
+            if key not in _field_names():
+                raise ValueError(_unknown_key_message(key))
+            changes[key] = parse_value(key, raw.strip())
+        return self.replace(**changes)
+
+    # --- serialization ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> LabConfig:
+        """Read a config from a JSON string or a `config.json` path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in _field_names()}
+        return cls(**known)
+
+    def diff(self, other: LabConfig, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: {name: (self_value, other_value)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+    @property
+    def folder(self) -> Path | None:
+        return Path(self.dataset.split(":", 1)[1]).expanduser() if self.is_folder else None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.dataset.startswith("folder:")
+
+
+_PRESET_VALUES: dict[str, dict[str, Any]] = {
+    "demo": dict(dataset="synthetic", weights="calibrated", image_size=64, batch_size=32,
+                 transfer_epochs=3, finetune_epochs=2, learning_rate=1e-2,
+                 finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
+                 num_classes=10, synthetic_train_per_class=40, synthetic_val_per_class=12,
+                 run_root="runs/demo"),
+    "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
+                  transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
+                  finetune_learning_rate=1e-5, train_fraction=0.1, run_root="runs/quick"),
+    "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
+                 transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
+                 finetune_learning_rate=1e-5, run_root="runs/full"),
+}
+
+
+# --- helpers shared with the CLI and notebooks ---------------------------------------------
+def check_learning_rate(value: Any, name: str = "learning_rate") -> float:
+    """Return `value` as a float if it is a finite number > 0, else raise a clear ValueError."""
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        _fail(name, value, "a finite number > 0, e.g. 1e-4")
+    if isinstance(value, bool) or not math.isfinite(lr) or lr <= 0:
+        _fail(name, value, "a finite number > 0, e.g. 1e-4")
+    return lr
+
+
+def parse_unfreeze(mode: str) -> tuple[str, int]:
+    """`"all"`, `"none"` or `"top:N"` (N >= 1) -> (kind, N)."""
+    if mode in ("all", "none"):
+        return mode, 0
+    if isinstance(mode, str) and mode.startswith("top:"):
+        n = mode[4:]
+        if n.isdigit() and int(n) >= 1:
+            return "top", int(n)
+    _fail("unfreeze", mode, f"one of {', '.join(UNFREEZE_MODES)} (N an integer >= 1)")
+    raise AssertionError  # unreachable
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """Parse a `--set` value by the type of field `key`."""
+    default = next(f for f in dataclasses.fields(LabConfig) if f.name == key)
+    kind = default.type
+    if raw.lower() in ("none", "null") and "None" in str(kind):
+        return None
+    try:
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        if kind in ("bool", bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "list" in str(kind):
+            return [a.strip() for a in raw.split(",") if a.strip()]
+    except ValueError:
+        _fail(key, raw, f"a value of type {kind}")
+    return raw
+
+
+def field_names() -> list[str]:
+    return list(_field_names())
+
+
+def _field_names() -> dict[str, None]:
+    return {f.name: None for f in dataclasses.fields(LabConfig)}
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, list(_field_names()), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(_field_names())}."
+
+
+def _check_int(cfg: LabConfig, name: str, minimum: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"an integer >= {minimum}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, value, f"one of {', '.join(allowed)}")
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{name}={value!r} is not valid: expected {allowed}.")
