@@ -47,7 +47,7 @@ class LabConfig:
     synthetic_train_per_class: int = 40
     synthetic_val_per_class: int = 12
     calibration_images: int = 256
-    deterministic: bool = False
+    deterministic: bool = True
     run_root: str = "runs/full"
 
     def __post_init__(self) -> None:
@@ -151,11 +151,11 @@ class LabConfig:
 
 
 _PRESET_VALUES: dict[str, dict[str, Any]] = {
-    "demo": dict(dataset="synthetic", weights="calibrated", image_size=64, batch_size=32,
-                 transfer_epochs=3, finetune_epochs=2, learning_rate=1e-2,
+    "demo": dict(dataset="synthetic", weights="calibrated", image_size=96, batch_size=32,
+                 transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
                  finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
-                 num_classes=10, synthetic_train_per_class=40, synthetic_val_per_class=12,
-                 run_root="runs/demo"),
+                 num_classes=10, synthetic_train_per_class=30, synthetic_val_per_class=10,
+                 calibration_images=128, run_root="runs/demo"),
     "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
                   finetune_learning_rate=1e-5, train_fraction=0.1, run_root="runs/quick"),

@@ -1,0 +1,126 @@
+"""The `lab5` command: train, lr-find, compare (more subcommands register themselves here)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EPILOG = "Every subcommand has --help. Runs go to runs/<preset>/ unless --run-dir says otherwise."
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="demo", help="demo (offline, CPU minutes), quick, full")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from lab5_utils.config import LabConfig
+
+    cfg = LabConfig.preset(args.preset).with_settings(args.settings)
+    if getattr(args, "epochs", None) is not None:
+        field = "transfer_epochs" if args.stage == "transfer" else "finetune_epochs"
+        cfg = cfg.replace(**{field: args.epochs})
+    return cfg
+
+
+def _lr(text: str) -> float:
+    from lab5_utils.config import check_learning_rate
+
+    try:
+        return check_learning_rate(text, "--lr")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lab5_utils.training import run_stage
+
+    verbose = 1 if sys.stdout.isatty() else 2
+    run_stage(_config(args), args.stage, args.lr, args.run_dir, force=args.force, verbose=verbose,
+              transfer_dir=args.transfer_dir)
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from lab5_utils.data import load_splits
+    from lab5_utils.model import build_model, calibrate_batchnorm, freeze_base, load_model, unfreeze
+    from lab5_utils.schedules import find_lr
+    from lab5_utils.training import default_run_dir
+
+    cfg = _config(args)
+    train, _, info = load_splits(cfg)
+    if args.stage == "transfer":
+        model = build_model(cfg, info.num_classes)
+        if cfg.weights == "calibrated":
+            calibrate_batchnorm(model, train, cfg.calibration_images)
+        freeze_base(model)
+    else:
+        model = unfreeze(load_model(default_run_dir(cfg, "transfer") / "best.keras"), cfg.unfreeze)
+    result = find_lr(model, train, steps=args.steps)
+    print(result.curve.to_string(index=False))
+    print(f"suggested learning rate: {result.suggestion:.2e}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lab5_utils.history import summarize_runs
+
+    table, problems = summarize_runs(args.paths)
+    for message in problems:
+        print(f"lab5 compare: {message}", file=sys.stderr)
+    if len(table):
+        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+    return 0 if len(table) and not problems else 1
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "train": (cmd_train, "train one stage (transfer or finetune); resumes a killed run"),
+    "lr-find": (cmd_lr_find, "LR range test: loss vs learning rate and a suggested LR"),
+    "compare": (cmd_compare, "table of runs: this project's run folders or TensorBoard logs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lab5", description=__doc__, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (func, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        if name in ("train", "lr-find"):
+            p.add_argument("--stage", choices=["transfer", "finetune"], default="transfer")
+            _config_args(p)
+        if name == "train":
+            p.add_argument("--lr", type=_lr, help="learning rate of this stage (default: preset)")
+            p.add_argument("--epochs", type=int, help="epochs of this stage (default: preset)")
+            p.add_argument("--run-dir", help="run directory (default: runs/<preset>/<stage>...)")
+            p.add_argument("--transfer-dir", help="finetune: the transfer run to start from")
+            p.add_argument("--force", action="store_true", help="redo a finished run")
+        if name == "lr-find":
+            p.add_argument("--steps", type=int, default=100, help="batches in the range test")
+        if name == "compare":
+            p.add_argument("paths", nargs="+", help="run folders or TensorBoard log folders")
+            p.add_argument("--csv", action="store_true", help="machine-readable CSV output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "epochs", None) is not None and args.epochs < 1:
+        build_parser().error(f"--epochs={args.epochs} is not valid: expected an integer >= 1.")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"lab5 {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lab5: interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

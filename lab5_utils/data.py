@@ -1,0 +1,300 @@
+"""Data: Food-101 (tfds), an image folder, or a synthetic set, through one preprocessing path.
+
+Every source yields *encoded* images and int32 labels 0..C-1. One pipeline then decodes
+(cropping while decoding when `crop` augmentation is on), augments (train only), resizes to
+`image_size`, batches and prefetches. Pixels stay in 0..255: Keras EfficientNet rescales and
+normalizes inside the model, so normalizing here would do it twice (the original lab's bug).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from lab5_utils.config import LabConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass
+class DataInfo:
+    """What a split pair holds."""
+
+    class_names: list[str]
+    num_train: int
+    num_val: int
+    source: str
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset could not be loaded (not downloaded, no network, bad folder)."""
+
+
+# --- sources: (encoded image bytes, int32 label) -------------------------------------------
+def load_encoded(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    """Unbatched datasets of (encoded image, label) for the train and validation splits."""
+    if cfg.dataset == "food101":
+        return _food101(cfg)
+    if cfg.dataset == "synthetic":
+        return _synthetic(cfg)
+    return _folder(cfg)
+
+
+def _food101(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    import tensorflow_datasets as tfds
+
+    try:
+        (train, val), info = tfds.load(
+            "food101", split=["train", "validation"], as_supervised=True, with_info=True,
+            shuffle_files=True, decoders={"image": tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
+        )
+    except Exception as err:  # tfds raises many kinds: network, checksum, disk
+        raise DataUnavailableError(
+            f"Food-101 could not be loaded with tfds.load('food101') ({type(err).__name__}: "
+            f"{err}). It needs about 5 GB downloaded once (set TFDS_DATA_DIR to choose where). "
+            "Offline, use `--preset demo` (synthetic data) or `--set dataset=folder:PATH` "
+            "with one sub-folder of images per class."
+        ) from err
+    class_names = list(info.features["label"].names)
+    train, val = (d.map(_to_int32_label, num_parallel_calls=AUTOTUNE) for d in (train, val))
+    if cfg.train_fraction < 1.0:
+        per_class = max(1, round(cfg.train_fraction * 750))  # Food-101: 750 train images a class
+        train = _take_per_class(train, len(class_names), per_class).cache()
+    return train, val, DataInfo(class_names, _count(train), _count(val), "food101")
+
+
+def _take_per_class(ds: tf.data.Dataset, num_classes: int, per_class: int) -> tf.data.Dataset:
+    """Keep the first `per_class` examples of every class (one pass, in stream order)."""
+
+    def step(counts, example):
+        label = example[1]
+        keep = counts[label] < per_class
+        return tf.tensor_scatter_nd_add(counts, [[label]], [1]), (example, keep)
+
+    counts = tf.zeros([num_classes], tf.int32)
+    kept = ds.scan(counts, step).filter(lambda ex, keep: keep)
+    return kept.map(lambda ex, keep: ex)
+
+
+def _to_int32_label(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return image, tf.cast(label, tf.int32)
+
+
+def _count(ds: tf.data.Dataset) -> int:
+    n = int(ds.cardinality())
+    if n >= 0:
+        return n
+    return int(ds.reduce(np.int64(0), lambda c, _: c + 1))
+
+
+def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    root = cfg.folder
+    assert root is not None
+    if not root.is_dir():
+        raise DataUnavailableError(f"dataset folder {str(root)!r} does not exist or is not a folder.")
+    if (root / "train").is_dir() and (root / "validation").is_dir():
+        class_names, train_files, skipped = list_images(root / "train")
+        val_names, val_files, val_skipped = list_images(root / "validation")
+        if val_names != class_names:
+            raise DataUnavailableError(
+                f"{root}/train and {root}/validation have different class folders."
+            )
+        skipped += val_skipped
+    else:
+        class_names, files, skipped = list_images(root)
+        train_files, val_files = _stratified_split(files, cfg.validation_split, cfg.seed)
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} non-image or unreadable file(s) in {root}, e.g. "
+            + ", ".join(skipped[:3]), stacklevel=2,
+        )
+    train, val = (_files_dataset(f) for f in (train_files, val_files))
+    info = DataInfo(class_names, len(train_files), len(val_files), f"folder:{root}", skipped)
+    return train, val, info
+
+
+def list_images(root: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """Class names (sub-folders), (path, label) pairs, and files skipped as non-images."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataUnavailableError(
+            f"dataset folder {str(root)!r} needs at least 2 class sub-folders; found "
+            f"{len(classes)} ({', '.join(classes) or 'none'})."
+        )
+    files: list[tuple[str, int]] = []
+    skipped: list[str] = []
+    for label, name in enumerate(classes):
+        found = 0
+        for path in sorted((root / name).rglob("*")):
+            if not path.is_file():
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES and _looks_like_image(path):
+                files.append((str(path), label))
+                found += 1
+            else:
+                skipped.append(str(path))
+        if not found:
+            raise DataUnavailableError(f"class folder {str(root / name)!r} holds no JPEG/PNG images.")
+    return classes, files, skipped
+
+
+def _looks_like_image(path: Path) -> bool:
+    head = path.read_bytes()[:8]
+    return head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _stratified_split(
+    files: list[tuple[str, int]], fraction: float, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Per class, a seeded shuffle and the last `fraction` of files for validation."""
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted({lab for _, lab in files}):
+        items = [f for f in files if f[1] == label]
+        rng.shuffle(items)
+        n_val = max(1, round(len(items) * fraction)) if len(items) > 1 else 0
+        val += items[len(items) - n_val:]
+        train += items[: len(items) - n_val]
+    return train, val
+
+
+def _files_dataset(files: list[tuple[str, int]]) -> tf.data.Dataset:
+    paths = tf.constant([p for p, _ in files], tf.string)
+    labels = tf.constant([lab for _, lab in files], tf.int32)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
+
+
+def _synthetic(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    names = [f"class_{i:02d}_{_SHAPES[i % len(_SHAPES)]}" for i in range(cfg.num_classes)]
+    train = synthetic_images(cfg.num_classes, cfg.synthetic_train_per_class, cfg.seed)
+    val = synthetic_images(cfg.num_classes, cfg.synthetic_val_per_class, cfg.seed + 1)
+    datasets = [tf.data.Dataset.from_tensor_slices(split) for split in (train, val)]
+    return datasets[0], datasets[1], DataInfo(names, len(train[1]), len(val[1]), "synthetic")
+
+
+_SHAPES = ("disc", "square", "stripes", "ring")
+
+
+def synthetic_images(num_classes: int, per_class: int, seed: int) -> tuple[list[bytes], np.ndarray]:
+    """Deterministic, learnable JPEGs: the class sets hue, shape and texture; noise varies the rest."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(num_classes * per_class):
+        label = i % num_classes
+        h, w = (int(v) for v in rng.integers(72, 129, size=2))
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        cy, cx, r = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6), rng.uniform(0.25, 0.38)
+        shape = _SHAPES[label % len(_SHAPES)]
+        if shape == "disc":
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        elif shape == "square":
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        elif shape == "stripes":
+            mask = np.sin((xx + yy * (label % 3)) * (10 + label) + rng.uniform(0, 6)) > 0
+        else:
+            d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+            mask = (d < r) & (d > r * 0.55)
+        hue = label / num_classes
+        colour = 255 * np.array([_hue_channel(hue + k / 3) for k in range(3)])
+        background = rng.uniform(10, 60, size=3)
+        img = np.where(mask[..., None], colour, background) + rng.normal(0, 18, size=(h, w, 3))
+        images.append(tf.io.encode_jpeg(np.clip(img, 0, 255).astype(np.uint8), quality=90).numpy())
+        labels.append(label)
+    return images, np.array(labels, np.int32)
+
+
+def _hue_channel(x: float) -> float:
+    return float(np.clip(abs((x % 1.0) * 6 - 3) - 1, 0, 1))
+
+
+# --- preprocessing -----------------------------------------------------------------------
+def decode(encoded: tf.Tensor, size: int, crop: bool) -> tf.Tensor:
+    """Encoded JPEG/PNG -> float32 [size, size, 3] in 0..255; with `crop`, a random resized crop
+    decoded straight from the JPEG (only the kept pixels are decoded)."""
+
+    def jpeg():
+        if not crop:
+            return tf.io.decode_jpeg(encoded, channels=3)
+        box = _crop_box(tf.io.extract_jpeg_shape(encoded))
+        return tf.io.decode_and_crop_jpeg(encoded, box, channels=3)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        if crop:
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image)))
+            image = image[y : y + h, x : x + w]
+        return image
+
+    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(image, [size, size])
+
+
+def _crop_box(shape: tf.Tensor) -> tf.Tensor:
+    begin, extent, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4]), min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.35, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], extent[0], extent[1]])
+
+
+def batch_augmenter(augmentations: list[str], seed: int) -> tf.keras.Sequential | None:
+    """Keras preprocessing layers for the batch-level augmentations (rotation, zoom, contrast)."""
+    import keras
+
+    layers = {
+        "rotation": lambda: keras.layers.RandomRotation(0.08, seed=seed),
+        "zoom": lambda: keras.layers.RandomZoom(0.15, seed=seed),
+        "contrast": lambda: keras.layers.RandomContrast(0.25, seed=seed),
+    }
+    chosen = [layers[a]() for a in augmentations if a in layers]
+    return keras.Sequential(chosen, name="augment") if chosen else None
+
+
+def make_pipeline(
+    ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None
+) -> tf.data.Dataset:
+    """Encoded (image, label) -> batched (float32 0..255 images, int32 labels), prefetched."""
+    augment = cfg.augmentations if training else []
+    crop, flip = "crop" in augment, "flip" in augment
+    if training:
+        buffer = min(cfg.shuffle_buffer, num_examples or cfg.shuffle_buffer)
+        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+
+    def prepare(encoded, label):
+        image = decode(encoded, cfg.image_size, crop)
+        if flip:
+            image = tf.image.random_flip_left_right(image)
+        return image, label
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic or not training)
+    if not training and cfg.cache_validation:
+        ds = ds.cache("" if cfg.cache_validation == "memory" else cfg.cache_validation)
+    ds = ds.batch(cfg.batch_size)
+    augmenter = batch_augmenter(augment, cfg.seed)
+    if augmenter is not None:
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def load_splits(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    """Batched, prefetched train and validation datasets plus their `DataInfo`."""
+    train, val, info = load_encoded(cfg)
+    return (
+        make_pipeline(train, cfg, training=True, num_examples=info.num_train),
+        make_pipeline(val, cfg, training=False),
+        info,
+    )

@@ -1,0 +1,227 @@
+"""`run_stage`: one resumable training run (transfer or finetune) in its own run directory.
+
+A run directory holds `config.json`, `history.csv` (Keras CSVLogger), `tb/` (TensorBoard),
+`best.keras` (best val_accuracy), `metrics.json` (written last: its presence means "finished")
+and, while the run is unfinished, `backup/` (Keras BackupAndRestore).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from lab5_utils import history as hist
+from lab5_utils import model as mdl
+from lab5_utils.config import LabConfig, check_learning_rate
+from lab5_utils.data import load_splits
+from lab5_utils.evaluate import peak_memory_mb
+from lab5_utils.files import atomic_write_json, atomic_write_text, read_json
+from lab5_utils.schedules import LearningRateLogger, make_schedule, schedule_callbacks
+
+STAGES = ("transfer", "finetune")
+
+
+class RunError(RuntimeError):
+    """A run cannot start or finish as asked; the message says what to do."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    history: pd.DataFrame
+
+
+def default_run_dir(cfg: LabConfig, stage: str, learning_rate: float | None = None) -> Path:
+    """`<run_root>/transfer` or `<run_root>/finetune_lr=<lr>`."""
+    if stage == "transfer":
+        return Path(cfg.run_root) / "transfer"
+    lr = cfg.finetune_learning_rate if learning_rate is None else learning_rate
+    return Path(cfg.run_root) / f"finetune_lr={lr:.0e}"
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "metrics.json").is_file()
+
+
+def stage_config(cfg: LabConfig, stage: str, learning_rate: float | None) -> LabConfig:
+    """The config a stage runs with: the requested LR written into the stage's LR field."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is not valid: expected one of {', '.join(STAGES)}.")
+    if learning_rate is None:
+        return cfg
+    field = "learning_rate" if stage == "transfer" else "finetune_learning_rate"
+    return cfg.replace(**{field: check_learning_rate(learning_rate)})
+
+
+def run_stage(
+    cfg: LabConfig, stage: str, learning_rate: float | None = None,
+    run_dir: str | Path | None = None, force: bool = False, verbose: int | str = 2,
+    transfer_dir: str | Path | None = None,
+) -> RunResult:
+    """Train one stage. Re-running the same call after a kill continues from the last finished
+    epoch; a finished run is never overwritten unless `force=True`."""
+    cfg = stage_config(cfg, stage, learning_rate)
+    lr = cfg.learning_rate if stage == "transfer" else cfg.finetune_learning_rate
+    run_dir = Path(run_dir or default_run_dir(cfg, stage, lr))
+    transfer_dir = Path(transfer_dir or default_run_dir(cfg, "transfer"))
+    _prepare_run_dir(run_dir, cfg, force)
+    print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
+          flush=True)
+
+    train_ds, val_ds, info = load_splits(cfg)
+    if stage == "transfer":
+        model = mdl.build_model(cfg, info.num_classes)
+        if cfg.weights == "calibrated":
+            used = mdl.calibrate_batchnorm(model, train_ds, cfg.calibration_images)
+            print(f"[lab5] BatchNorm statistics re-estimated on {used} training images", flush=True)
+        mdl.freeze_base(model)
+        first_epoch, epochs = 0, cfg.transfer_epochs
+    else:
+        model = _load_transfer_model(transfer_dir, cfg, info.num_classes)
+        mdl.unfreeze(model, cfg.unfreeze)
+        first_epoch = len(hist.load_history(transfer_dir))
+        epochs = cfg.finetune_epochs
+    steps = math.ceil(info.num_train / cfg.batch_size)
+    schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
+    mdl.compile_model(model, schedule, jit_compile=cfg.jit_compile)
+    done = _truncate_to_backup(run_dir, first_epoch)
+
+    timer = _EpochTimer()
+    callbacks = [
+        timer, LearningRateLogger(), *schedule_callbacks(cfg.schedule, lr),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "best.keras"), monitor="val_accuracy", mode="max",
+            save_best_only=True, initial_value_threshold=done["best"],
+        ),
+        # Last, so an epoch counts as finished only once it is logged everywhere.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+    ]
+    start = time.time()
+    model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch,
+              epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
+    history = hist.load_history(run_dir)
+    diverged = history[["loss", "val_loss"]].isna().any().any() or len(history) < epochs
+    if diverged:
+        raise RunError(
+            f"Training stopped early in {run_dir}: the loss became NaN (or infinite) after "
+            f"{len(history)} finished epoch(s). The learning rate {lr:g} is probably too high; "
+            f"try {lr / 10:g}. The finished epochs are kept in history.csv."
+        )
+    metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, time.time() - start,
+                       transfer_dir if stage == "finetune" else None)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    print(f"[lab5] {stage} done: best val accuracy {metrics['best_val_accuracy']:.2%} at epoch "
+          f"{metrics['best_epoch']}; run dir {run_dir}", flush=True)
+    return RunResult(run_dir, metrics, history)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
+    """Refuse to overwrite a finished run or to resume one made with another config."""
+    if run_dir.exists() and force:
+        shutil.rmtree(run_dir)
+    if is_finished(run_dir):
+        raise RunError(
+            f"{run_dir} already holds a finished run (metrics.json). Use --force (force=True) "
+            "to train it again, or choose another run directory."
+        )
+    config_path = run_dir / "config.json"
+    if config_path.is_file():
+        stored = LabConfig.from_json(config_path)
+        changed = stored.diff(cfg)
+        if changed:
+            fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
+            raise RunError(
+                f"{run_dir} holds an unfinished run made with a different configuration ({fields}). "
+                "Re-run with the same settings to resume it, use --force to start it over, or "
+                "choose another run directory."
+            )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, cfg.to_json() + "\n")
+    except OSError as err:
+        raise RunError(f"run directory {str(run_dir)!r} cannot be written: {err}") from err
+
+
+def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
+    """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
+    Returns the number of finished epochs and the best val_accuracy so far."""
+    meta = run_dir / "backup" / "training_metadata.json"
+    try:
+        finished = int(read_json(meta)["epoch"]) if meta.is_file() else first_epoch
+    except (ValueError, KeyError, json.JSONDecodeError):
+        finished = first_epoch  # a torn metadata file: BackupAndRestore falls back to .bkp
+    hist.truncate_csv(run_dir / "history.csv", finished)
+    if (run_dir / "tb").is_dir():
+        hist.truncate_tensorboard(run_dir / "tb", finished)
+    best = None
+    if (run_dir / "history.csv").is_file() and finished > first_epoch:
+        best = float(hist.load_history(run_dir)["val_accuracy"].max())
+    if finished > first_epoch:
+        print(f"[lab5] resuming after epoch {finished} (backup in {run_dir / 'backup'})", flush=True)
+    return {"finished": finished, "best": best}
+
+
+def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -> keras.Model:
+    path = transfer_dir / "best.keras"
+    if not path.is_file():
+        raise RunError(
+            f"Fine-tuning starts from the transfer run's model {path}, which does not exist. "
+            f"Create it first: lab5 train --stage transfer --preset {cfg.preset_name}"
+            + (f" --run-dir {transfer_dir}" if transfer_dir != default_run_dir(cfg, "transfer")
+               else "")
+        )
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if mdl.use_mixed_precision(cfg) else "float32"
+    )
+    model = mdl.load_model(path)
+    if int(model.output_shape[-1]) != num_classes:
+        raise RunError(
+            f"The transfer model {path} predicts {model.output_shape[-1]} classes but the dataset "
+            f"{cfg.dataset!r} has {num_classes}. Train the transfer stage on the same dataset."
+        )
+    return model
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.time() - self._start)
+
+
+def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history: pd.DataFrame,
+             epoch_seconds: list[float], wall: float, transfer_dir: Path | None) -> dict:
+    best = history.loc[history["val_accuracy"].idxmax()]
+    last = history.iloc[-1]
+    params = mdl.trainable_summary(model)
+    memory, kind = peak_memory_mb()
+    return {
+        "stage": stage, "learning_rate": lr, "schedule": cfg.schedule,
+        "epochs": len(history), "first_epoch": int(history["epoch"].min()),
+        "last_epoch": int(history["epoch"].max()),
+        "best_val_accuracy": float(best["val_accuracy"]), "best_epoch": int(best["epoch"]),
+        "final_val_accuracy": float(last["val_accuracy"]), "final_val_loss": float(last["val_loss"]),
+        "final_accuracy": float(last["accuracy"]),
+        "trainable_params": params["trainable"], "non_trainable_params": params["non_trainable"],
+        "seconds_per_epoch": float(pd.Series(epoch_seconds).median()) if epoch_seconds else None,
+        "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
+        "wall_time_s": wall, "peak_memory_mb": memory, "memory_kind": kind,
+        "device": mdl.device_summary(cfg), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
+        "transfer_run": str(transfer_dir) if transfer_dir else None,
+    }
