@@ -78,10 +78,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if len(table) and not problems else 1
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lab5_utils.evaluate import predict_files
+
+    results, problems = predict_files(args.model, args.images, top=args.top)
+    for path, ranked in results:
+        print(path)
+        for name, prob in ranked:
+            print(f"  {prob:7.2%}  {name}")
+    for message in problems:
+        print(f"lab5 predict: {message}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "train one stage (transfer or finetune); resumes a killed run"),
     "lr-find": (cmd_lr_find, "LR range test: loss vs learning rate and a suggested LR"),
     "compare": (cmd_compare, "table of runs: this project's run folders or TensorBoard logs"),
+    "predict": (cmd_predict, "top-k classes of your own photos with a trained model"),
 }
 
 
@@ -105,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compare":
             p.add_argument("paths", nargs="+", help="run folders or TensorBoard log folders")
             p.add_argument("--csv", action="store_true", help="machine-readable CSV output")
+        if name == "predict":
+            p.add_argument("images", nargs="+", help="JPEG/PNG files, any size")
+            p.add_argument("--model", required=True, help="a trained model, e.g. RUN/best.keras")
+            p.add_argument("--top", type=int, default=5, help="how many classes to show")
     return parser
 
 

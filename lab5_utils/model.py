@@ -120,14 +120,13 @@ def unfreeze(model: keras.Model, mode: str) -> keras.Model:
         for layer in base.layers:
             layer.trainable = id(layer) in chosen
     if getattr(model, "optimizer", None) is not None and model.compiled:
-        compile_model(model, model.optimizer.learning_rate, jit_compile=model.jit_compile)
+        lr = float(np.asarray(model.optimizer.learning_rate))
+        compile_model(model, lr, jit_compile=bool(model.jit_compile))
     return model
 
 
 def compile_model(model: keras.Model, learning_rate, jit_compile: bool = False) -> keras.Model:
     """Adam (`learning_rate=` a float or a keras schedule), sparse cross-entropy, accuracy, top-5."""
-    if isinstance(learning_rate, (tf.Variable, keras.Variable)):
-        learning_rate = float(np.asarray(learning_rate))
     k = min(5, int(model.output_shape[-1]))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -154,4 +153,4 @@ def load_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
-    return keras.models.load_model(path, safe_mode=True)
+    return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -1,8 +1,8 @@
 """`run_stage`: one resumable training run (transfer or finetune) in its own run directory.
 
-A run directory holds `config.json`, `history.csv` (Keras CSVLogger), `tb/` (TensorBoard),
-`best.keras` (best val_accuracy), `metrics.json` (written last: its presence means "finished")
-and, while the run is unfinished, `backup/` (Keras BackupAndRestore).
+A run directory holds `config.json`, `class_names.json`, `history.csv` (Keras CSVLogger),
+`tb/` (TensorBoard), `best.keras` (best val_accuracy), `metrics.json` (written last: its presence
+means "finished") and, while the run is unfinished, `backup/` (Keras BackupAndRestore).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def run_stage(
           flush=True)
 
     train_ds, val_ds, info = load_splits(cfg)
+    atomic_write_json(run_dir / "class_names.json", info.class_names)
     if stage == "transfer":
         model = mdl.build_model(cfg, info.num_classes)
         if cfg.weights == "calibrated":

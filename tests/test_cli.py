@@ -1,0 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lab5_utils.cli import COMMANDS, main
+
+REFERENCES = Path(__file__).parents[1] / "references" / "original_lab5"
+
+
+def test_help_for_the_command_and_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "lab5_utils.cli", "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and all(name in out.stdout for name in COMMANDS)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+
+
+@pytest.mark.parametrize("lr", ["0", "-1e-3", "nan", "inf", "fast"])
+def test_train_refuses_bad_learning_rates_by_name(lr, capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--lr", lr, "--run-dir", str(tmp_path / "run")])
+    assert done.value.code == 2
+    assert "--lr" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_bad_settings_with_a_suggestion(capsys, tmp_path):
+    assert main(["train", "--set", "learning_rat=1e-3", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "Did you mean 'learning_rate'" in capsys.readouterr().err
+    assert main(["train", "--preset", "huge"]) == 2
+    assert "demo, quick, full" in capsys.readouterr().err
+
+
+def test_lr_find_refuses_an_unknown_unfreeze_mode(capsys):
+    assert main(["lr-find", "--set", "unfreeze=half"]) == 2
+    assert "unfreeze='half'" in capsys.readouterr().err
+
+
+def test_compare_prints_the_original_labs_numbers(capsys):
+    runs = [str(REFERENCES / name) for name in
+            ("augmentation_horizontal", "unfreeze_fine-tune(-7)", "unfreeze_fine-tune(-8)")]
+    assert main(["compare", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "55.31" in out and "55.71" in out and "55.46" in out
+    assert main(["compare", "--csv", runs[0]]) == 0
+    assert capsys.readouterr().out.startswith("run,epochs,best_val_accuracy")
+
+
+def test_compare_names_a_folder_without_logs(capsys, tmp_path):
+    assert main(["compare", str(tmp_path)]) == 1
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_ranks_classes_and_reports_unreadable_files(trained_lab, capsys, tmp_path):
+    _, transfer, _ = trained_lab
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((300, 200, 3), 120, np.uint8)).save(photo)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    code = main(["predict", str(photo), str(broken), "--model",
+                 str(transfer.run_dir / "best.keras"), "--top", "3"])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.jpg" in captured.err
+    lines = captured.out.splitlines()
+    assert lines[0] == str(photo) and len(lines) == 4
+    probs = [float(line.split("%")[0]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and all(0 <= p <= 100 for p in probs)
+    assert all("class_0" in line for line in lines[1:])

@@ -1,0 +1,104 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab5_utils.history import load_history, read_tensorboard
+from lab5_utils.training import RunError, run_stage
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_directories_hold_every_file(trained_lab):
+    _, transfer, finetune = trained_lab
+    for result in (transfer, finetune):
+        names = {p.name for p in result.run_dir.iterdir()}
+        assert {"config.json", "history.csv", "tb", "best.keras", "metrics.json"} <= names
+        assert "backup" not in names  # BackupAndRestore cleans up after a finished run
+        metrics = json.loads((result.run_dir / "metrics.json").read_text())
+        hist = load_history(result.run_dir)
+        assert metrics["best_val_accuracy"] == pytest.approx(hist["val_accuracy"].max())
+        assert hist.loc[hist["val_accuracy"].idxmax(), "epoch"] == metrics["best_epoch"]
+        assert metrics["seconds_per_epoch"] > 0 and metrics["trainable_params"] > 0
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "top5", "val_top5", "lr"} <= set(hist)
+
+
+def test_one_history_row_per_epoch_and_finetune_epochs_continue(trained_lab):
+    cfg, transfer, finetune = trained_lab
+    assert list(load_history(transfer.run_dir)["epoch"]) == list(range(1, cfg.transfer_epochs + 1))
+    assert list(load_history(finetune.run_dir)["epoch"]) == list(
+        range(cfg.transfer_epochs + 1, cfg.transfer_epochs + cfg.finetune_epochs + 1)
+    )
+
+
+def test_synthetic_accuracy_ends_well_above_chance_and_finetuning_changes_it(trained_lab):
+    cfg, transfer, finetune = trained_lab
+    chance = 1 / cfg.num_classes
+    assert transfer.metrics["best_val_accuracy"] >= 1.5 * chance
+    assert finetune.metrics["trainable_params"] > 100 * transfer.metrics["trainable_params"]
+    assert finetune.metrics["final_val_loss"] != pytest.approx(transfer.metrics["final_val_loss"])
+
+
+def test_a_finished_run_is_never_overwritten(trained_lab):
+    cfg, transfer, _ = trained_lab
+    before = {p.name: p.stat().st_mtime_ns for p in transfer.run_dir.iterdir() if p.is_file()}
+    with pytest.raises(RunError, match="--force"):
+        run_stage(cfg, "transfer", verbose=0)
+    after = {p.name: p.stat().st_mtime_ns for p in transfer.run_dir.iterdir() if p.is_file()}
+    assert before == after
+
+
+def test_finetune_without_transfer_run_names_the_command(tmp_path):
+    with pytest.raises(RunError, match="lab5 train --stage transfer --preset demo"):
+        run_stage(tiny_config(tmp_path), "finetune", verbose=0)
+
+
+def test_unfinished_run_with_other_config_is_not_resumed(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "runs" / "transfer"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(cfg.replace(batch_size=8).to_json())
+    with pytest.raises(RunError, match="batch_size: 8 in the run, 16 now"):
+        run_stage(cfg, "transfer", verbose=0)
+    assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 8
+
+
+def _train_command(cfg, run_dir):
+    settings = [f"--set={k}={v}" for k, v in (
+        ("image_size", cfg.image_size), ("batch_size", cfg.batch_size),
+        ("transfer_epochs", cfg.transfer_epochs), ("num_classes", cfg.num_classes),
+        ("synthetic_train_per_class", cfg.synthetic_train_per_class),
+        ("synthetic_val_per_class", cfg.synthetic_val_per_class),
+        ("calibration_images", cfg.calibration_images), ("run_root", cfg.run_root))]
+    return [sys.executable, "-m", "lab5_utils.cli", "train", "--stage", "transfer",
+            "--run-dir", str(run_dir), *settings]
+
+
+def _kill_after_rows(cmd, csv, rows, timeout=300):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if csv.is_file() and len(csv.read_text().splitlines()) - 1 >= rows:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_run_resumes_with_every_epoch_exactly_once(tmp_path):
+    cfg = tiny_config(tmp_path, transfer_epochs=4)
+    run_dir = tmp_path / "killed"
+    cmd = _train_command(cfg, run_dir)
+    _kill_after_rows(cmd, run_dir / "history.csv", rows=2)
+    assert not (run_dir / "metrics.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(load_history(run_dir)["epoch"]) == [1, 2, 3, 4]
+    tb = read_tensorboard(run_dir / "tb")
+    assert list(tb["epoch"]) == [1, 2, 3, 4]
+    assert "resuming after epoch" in done.stdout
