@@ -7,8 +7,8 @@ means "finished") and, while the run is unfinished, `backup/` (Keras BackupAndRe
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -102,9 +102,10 @@ def run_stage(
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor="val_accuracy", mode="max",
+            str(run_dir / _BEST_TMP), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=done["best"],
         ),
+        _PromoteBest(run_dir),
         # Last, so an epoch counts as finished only once it is logged everywhere.
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
     ]
@@ -112,12 +113,15 @@ def run_stage(
     model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch,
               epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
     history = hist.load_history(run_dir)
-    diverged = history[["loss", "val_loss"]].isna().any().any() or len(history) < epochs
-    if diverged:
+    losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
+    good = losses.apply(lambda c: c.map(math.isfinite)).all(axis=1)
+    if not good.all() or len(history) < epochs:
+        _keep_finished(run_dir, first_epoch + int(good.cummin().sum()))
         raise RunError(
-            f"Training stopped early in {run_dir}: the loss became NaN (or infinite) after "
-            f"{len(history)} finished epoch(s). The learning rate {lr:g} is probably too high; "
-            f"try {lr / 10:g}. The finished epochs are kept in history.csv."
+            f"Training stopped in {run_dir}: the loss became NaN or infinite after "
+            f"{int(good.cummin().sum())} finished epoch(s) of this stage. The learning rate "
+            f"{lr:g} is probably too high; try {lr / 10:g} (with --force, or another run "
+            "directory). The finished epochs are kept in history.csv and tb/."
         )
     metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, time.time() - start,
                        transfer_dir if stage == "finetune" else None)
@@ -154,17 +158,41 @@ def _prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
         raise RunError(f"run directory {str(run_dir)!r} cannot be written: {err}") from err
 
 
-def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
-    """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
-    Returns the number of finished epochs and the best val_accuracy so far."""
-    meta = run_dir / "backup" / "training_metadata.json"
-    try:
-        finished = int(read_json(meta)["epoch"]) if meta.is_file() else first_epoch
-    except (ValueError, KeyError, json.JSONDecodeError):
-        finished = first_epoch  # a torn metadata file: BackupAndRestore falls back to .bkp
+def _backup_epoch(backup: Path) -> int | None:
+    """Finished epochs recorded by BackupAndRestore; repairs a torn metadata file from its
+    `.bkp` copy, or drops the backup when neither copy is readable."""
+    meta = backup / "training_metadata.json"
+    for candidate in (meta, meta.with_name(meta.name + ".bkp")):
+        try:
+            epoch = int(read_json(candidate)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if candidate != meta:  # the newest copy was torn by a kill: fall back to the previous
+            shutil.copy(candidate, meta)
+            weights = backup / "latest.weights.h5"
+            shutil.copy(weights.with_name(weights.name + ".bkp"), weights)
+        return epoch
+    if backup.exists():
+        shutil.rmtree(backup)
+    return None
+
+
+def _keep_finished(run_dir: Path, finished: int) -> None:
+    """Drop log rows and TensorBoard points of epochs >= `finished` (0-based count)."""
     hist.truncate_csv(run_dir / "history.csv", finished)
     if (run_dir / "tb").is_dir():
         hist.truncate_tensorboard(run_dir / "tb", finished)
+    if not (run_dir / "backup").exists():
+        return
+    if (_backup_epoch(run_dir / "backup") or 0) > finished:
+        shutil.rmtree(run_dir / "backup")  # it holds the diverged weights
+
+
+def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
+    """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
+    Returns the number of finished epochs and the best val_accuracy so far."""
+    finished = _backup_epoch(run_dir / "backup") or first_epoch
+    _keep_finished(run_dir, finished)
     best = None
     if (run_dir / "history.csv").is_file() and finished > first_epoch:
         best = float(hist.load_history(run_dir)["val_accuracy"].max())
@@ -192,6 +220,23 @@ def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -
             f"{cfg.dataset!r} has {num_classes}. Train the transfer stage on the same dataset."
         )
     return model
+
+
+_BEST_TMP = ".best.partial.keras"
+
+
+class _PromoteBest(keras.callbacks.Callback):
+    """ModelCheckpoint writes to a temporary name; this renames it to best.keras, so a kill
+    during the save never leaves a half-written best model."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        partial = self.run_dir / _BEST_TMP
+        if partial.exists():
+            os.replace(partial, self.run_dir / "best.keras")
 
 
 class _EpochTimer(keras.callbacks.Callback):

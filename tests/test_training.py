@@ -79,26 +79,37 @@ def _train_command(cfg, run_dir):
             "--run-dir", str(run_dir), *settings]
 
 
-def _kill_after_rows(cmd, csv, rows, timeout=300):
+def _kill_when(cmd, ready, timeout=300):
+    """Start `cmd`, SIGKILL it as soon as `ready()` is true (or at the timeout)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if csv.is_file() and len(csv.read_text().splitlines()) - 1 >= rows:
-            break
-        time.sleep(0.2)
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
-def test_killed_run_resumes_with_every_epoch_exactly_once(tmp_path):
+def _rows(csv):
+    return len(csv.read_text().splitlines()) - 1 if csv.is_file() else 0
+
+
+def test_run_killed_at_several_moments_resumes_with_every_epoch_exactly_once(tmp_path):
     cfg = tiny_config(tmp_path, transfer_epochs=4)
     run_dir = tmp_path / "killed"
     cmd = _train_command(cfg, run_dir)
-    _kill_after_rows(cmd, run_dir / "history.csv", rows=2)
+    csv, started = run_dir / "history.csv", time.time()
+    # 1: during start-up (config written, model not trained yet)
+    _kill_when(cmd, lambda: (run_dir / "config.json").is_file() and time.time() - started > 3)
+    assert _rows(csv) == 0
+    # 2: right after the first epoch is logged, possibly before its backup is written
+    _kill_when(cmd, lambda: _rows(csv) >= 1)
+    # 3: in the middle of a later epoch
+    mark = {}
+    _kill_when(cmd, lambda: _rows(csv) >= 2 and time.time() - mark.setdefault("t", time.time()) > 1)
     assert not (run_dir / "metrics.json").exists()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert list(load_history(run_dir)["epoch"]) == [1, 2, 3, 4]
-    tb = read_tensorboard(run_dir / "tb")
-    assert list(tb["epoch"]) == [1, 2, 3, 4]
     assert "resuming after epoch" in done.stdout
+    assert list(load_history(run_dir)["epoch"]) == [1, 2, 3, 4]
+    assert list(read_tensorboard(run_dir / "tb")["epoch"]) == [1, 2, 3, 4]
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir())  # no partial files left
