@@ -47,24 +47,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from lab5_utils.data import load_splits
-    from lab5_utils.model import build_model, calibrate_batchnorm, freeze_base, load_model, unfreeze
-    from lab5_utils.schedules import find_lr
-    from lab5_utils.training import default_run_dir
+    from lab5_utils.training import lr_range_test
 
-    cfg = _config(args)
-    train, _, info = load_splits(cfg)
-    if args.stage == "transfer":
-        model = build_model(cfg, info.num_classes)
-        if cfg.weights == "calibrated":
-            calibrate_batchnorm(model, train, cfg.calibration_images)
-        freeze_base(model)
-    else:
-        model = unfreeze(load_model(default_run_dir(cfg, "transfer") / "best.keras"), cfg.unfreeze)
-    result = find_lr(model, train, steps=args.steps)
+    result = lr_range_test(_config(args), args.stage, steps=args.steps)
     print(result.curve.to_string(index=False))
     print(f"suggested learning rate: {result.suggestion:.2e}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lab5_utils.report import cmd_report as run
+
+    return run(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -92,6 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "report": (cmd_report, "the whole lab: notebooks 01-04 as an LR sweep, one HTML report"),
     "train": (cmd_train, "train one stage (transfer or finetune); resumes a killed run"),
     "lr-find": (cmd_lr_find, "LR range test: loss vs learning rate and a suggested LR"),
     "compare": (cmd_compare, "table of runs: this project's run folders or TensorBoard logs"),
@@ -119,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compare":
             p.add_argument("paths", nargs="+", help="run folders or TensorBoard log folders")
             p.add_argument("--csv", action="store_true", help="machine-readable CSV output")
+        if name == "report":
+            from lab5_utils.report import add_report_arguments
+
+            add_report_arguments(p)
         if name == "predict":
             p.add_argument("images", nargs="+", help="JPEG/PNG files, any size")
             p.add_argument("--model", required=True, help="a trained model, e.g. RUN/best.keras")

@@ -98,4 +98,5 @@ def find_lr(
         if not math.isfinite(loss) or smoothed > 4 * best:
             break  # the loss has exploded: the rest of the range tells nothing
     curve = pd.DataFrame(rows, columns=["lr", "loss", "smoothed_loss"])
-    return LRFinderResult(curve, float(curve.loc[curve.smoothed_loss.idxmin(), "lr"] / 10))
+    best_lr = float(curve.loc[curve.smoothed_loss.idxmin(), "lr"])
+    return LRFinderResult(curve, max(best_lr / 10, start_lr))  # never below the tested range

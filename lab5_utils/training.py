@@ -23,7 +23,13 @@ from lab5_utils.config import LabConfig, check_learning_rate
 from lab5_utils.data import load_splits
 from lab5_utils.evaluate import peak_memory_mb
 from lab5_utils.files import atomic_write_json, atomic_write_text, read_json
-from lab5_utils.schedules import LearningRateLogger, make_schedule, schedule_callbacks
+from lab5_utils.schedules import (
+    LearningRateLogger,
+    LRFinderResult,
+    find_lr,
+    make_schedule,
+    schedule_callbacks,
+)
 
 STAGES = ("transfer", "finetune")
 
@@ -44,7 +50,13 @@ def default_run_dir(cfg: LabConfig, stage: str, learning_rate: float | None = No
     if stage == "transfer":
         return Path(cfg.run_root) / "transfer"
     lr = cfg.finetune_learning_rate if learning_rate is None else learning_rate
-    return Path(cfg.run_root) / f"finetune_lr={lr:.0e}"
+    return Path(cfg.run_root) / f"finetune_lr={lr_label(lr)}"
+
+
+def lr_label(lr: float) -> str:
+    """`1e-04`, `2.5e-04`: how run folders, notebook files and figures spell a learning rate."""
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -64,32 +76,30 @@ def stage_config(cfg: LabConfig, stage: str, learning_rate: float | None) -> Lab
 def run_stage(
     cfg: LabConfig, stage: str, learning_rate: float | None = None,
     run_dir: str | Path | None = None, force: bool = False, verbose: int | str = 2,
-    transfer_dir: str | Path | None = None,
+    transfer_dir: str | Path | None = None, reuse: bool = False,
 ) -> RunResult:
     """Train one stage. Re-running the same call after a kill continues from the last finished
-    epoch; a finished run is never overwritten unless `force=True`."""
+    epoch. A finished run is never overwritten unless `force=True`; with `reuse=True` a run
+    finished with the same config is read back instead of refused (notebooks, report)."""
     cfg = stage_config(cfg, stage, learning_rate)
-    lr = cfg.learning_rate if stage == "transfer" else cfg.finetune_learning_rate
+    lr = stage_learning_rate(cfg, stage)
     run_dir = Path(run_dir or default_run_dir(cfg, stage, lr))
     transfer_dir = Path(transfer_dir or default_run_dir(cfg, "transfer"))
+    if reuse and not force and is_finished(run_dir):
+        _check_same_config(run_dir, cfg, "finished")
+        print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
+        return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
     _prepare_run_dir(run_dir, cfg, force)
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
 
     train_ds, val_ds, info = load_splits(cfg)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
+    model = stage_model(cfg, stage, train_ds, info.num_classes, transfer_dir)
     if stage == "transfer":
-        model = mdl.build_model(cfg, info.num_classes)
-        if cfg.weights == "calibrated":
-            used = mdl.calibrate_batchnorm(model, train_ds, cfg.calibration_images)
-            print(f"[lab5] BatchNorm statistics re-estimated on {used} training images", flush=True)
-        mdl.freeze_base(model)
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
-        model = _load_transfer_model(transfer_dir, cfg, info.num_classes)
-        mdl.unfreeze(model, cfg.unfreeze)
-        first_epoch = len(hist.load_history(transfer_dir))
-        epochs = cfg.finetune_epochs
+        first_epoch, epochs = len(hist.load_history(transfer_dir)), cfg.finetune_epochs
     steps = math.ceil(info.num_train / cfg.batch_size)
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
     mdl.compile_model(model, schedule, jit_compile=cfg.jit_compile)
@@ -110,7 +120,7 @@ def run_stage(
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
     ]
     start = time.time()
-    model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch,
+    model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
               epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
     history = hist.load_history(run_dir)
     losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
@@ -131,6 +141,47 @@ def run_stage(
     return RunResult(run_dir, metrics, history)
 
 
+def stage_learning_rate(cfg: LabConfig, stage: str) -> float:
+    return cfg.learning_rate if stage == "transfer" else cfg.finetune_learning_rate
+
+
+def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
+                transfer_dir: str | Path | None = None) -> keras.Model:
+    """The model a stage starts from: a new model with its base frozen (transfer; BatchNorm
+    re-estimated first for `weights="calibrated"`) or the transfer run's best model unfrozen
+    as `cfg.unfreeze` says (finetune)."""
+    if stage == "finetune":
+        path = Path(transfer_dir or default_run_dir(cfg, "transfer"))
+        return mdl.unfreeze(_load_transfer_model(path, cfg, num_classes), cfg.unfreeze)
+    model = mdl.build_model(cfg, num_classes)
+    if cfg.weights == "calibrated":
+        used = mdl.calibrate_batchnorm(model, train_ds, cfg.calibration_images)
+        print(f"[lab5] BatchNorm statistics re-estimated on {used} training images", flush=True)
+    return mdl.freeze_base(model)
+
+
+def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
+    """`schedules.find_lr` on the model the stage would start from (nothing is saved)."""
+    train_ds, _, info = load_splits(cfg)
+    return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
+
+
+def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
+    """A run made with other settings is never reused or resumed silently. `run_root` is
+    ignored: the same run reached through a relative or an absolute path is the same run."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return
+    changed = LabConfig.from_json(config_path).diff(cfg, ignore=("run_root",))
+    if changed:
+        fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
+        raise RunError(
+            f"{run_dir} holds a {state} run made with a different configuration ({fields}). "
+            "Re-run with the same settings to use it, use --force (force=True) to train it "
+            "again, or choose another run directory."
+        )
+
+
 def _prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
     """Refuse to overwrite a finished run or to resume one made with another config."""
     if run_dir.exists() and force:
@@ -140,20 +191,10 @@ def _prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
             f"{run_dir} already holds a finished run (metrics.json). Use --force (force=True) "
             "to train it again, or choose another run directory."
         )
-    config_path = run_dir / "config.json"
-    if config_path.is_file():
-        stored = LabConfig.from_json(config_path)
-        changed = stored.diff(cfg)
-        if changed:
-            fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
-            raise RunError(
-                f"{run_dir} holds an unfinished run made with a different configuration ({fields}). "
-                "Re-run with the same settings to resume it, use --force to start it over, or "
-                "choose another run directory."
-            )
+    _check_same_config(run_dir, cfg, "unfinished")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, cfg.to_json() + "\n")
+        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
     except OSError as err:
         raise RunError(f"run directory {str(run_dir)!r} cannot be written: {err}") from err
 
@@ -265,7 +306,9 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "final_val_accuracy": float(last["val_accuracy"]), "final_val_loss": float(last["val_loss"]),
         "final_accuracy": float(last["accuracy"]),
         "trainable_params": params["trainable"], "non_trainable_params": params["non_trainable"],
-        "seconds_per_epoch": float(pd.Series(epoch_seconds).median()) if epoch_seconds else None,
+        # the first epoch of a process includes graph tracing: leave it out when there are more
+        "seconds_per_epoch": float(pd.Series(epoch_seconds[1:] or epoch_seconds).median())
+        if epoch_seconds else None,
         "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
         "wall_time_s": wall, "peak_memory_mb": memory, "memory_kind": kind,
         "device": mdl.device_summary(cfg), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
