@@ -177,6 +177,12 @@ def check_learning_rate(value: Any, name: str = "learning_rate") -> float:
     return lr
 
 
+def lr_label(lr: float) -> str:
+    """`1e-04`, `2.5e-04`: how run folders, notebook files and figures spell a learning rate."""
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
 def parse_unfreeze(mode: str) -> tuple[str, int]:
     """`"all"`, `"none"` or `"top:N"` (N >= 1) -> (kind, N)."""
     if mode in ("all", "none"):

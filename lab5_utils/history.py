@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lab5_utils.files import atomic_write_text
+from lab5_utils.files import atomic_path, atomic_write_text
 
 COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "top5", "val_top5", "lr")
 
@@ -263,19 +261,12 @@ def _write_records(path: Path, records: list[bytes]) -> None:
     """Replace the TFRecord file `path` with `records`, through a temporary file beside it."""
     import tensorflow as tf
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".truncate-", suffix=".tmp")
-    os.close(fd)
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
+    mode = path.stat().st_mode
+    with atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
             for record in records:
                 writer.write(record)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, mode)
 
 
 def _csv_epoch(line: str, epoch_at: int) -> float:

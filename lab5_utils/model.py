@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import LabConfig, parse_unfreeze
@@ -154,3 +155,15 @@ def load_model(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
     return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def parameter_table(model: keras.Model, unfreeze_mode: str) -> pd.DataFrame:
+    """Trainable and frozen parameters with the base frozen and as fine-tuning unfreezes it
+    (the model is left with its base frozen)."""
+    rows = {}
+    for label, mode in (("transfer (base frozen)", "none"),
+                        (f"fine-tuning (unfreeze={unfreeze_mode})", unfreeze_mode)):
+        counts = trainable_summary(unfreeze(model, mode))
+        rows[label] = {**counts, "trainable (%)": round(100 * counts["trainable"] / counts["total"], 2)}
+    freeze_base(model)
+    return pd.DataFrame.from_dict(rows, orient="index")

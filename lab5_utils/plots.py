@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from lab5_utils.files import atomic_path, project_root
 
 BASELINE_COLOR = "0.55"
 WRONG_COLOR = "red"
@@ -278,17 +279,28 @@ def save_figure(fig: Figure, name: str, folder: str | Path = "figures") -> list[
     paths = []
     for fmt in ("svg", "png"):
         path = folder / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{fmt}.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight",
-                            metadata={"Date": None} if fmt == "svg" else None)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
         paths.append(path)
     return paths
+
+
+# --- display in notebooks -----------------------------------------------------------------------
+def show_figure(fig: Figure, name: str, folder: str | Path | None = None) -> None:
+    """Save `fig` as `<folder>/<name>.svg` and `.png` (default folder: `figures/` at the
+    repository root), show the PNG with a caption naming the file, and close the figure."""
+    from IPython.display import Image, Markdown, display
+
+
+    paths = save_figure(fig, name, folder or project_root() / "figures")
+    plt.close(fig)
+    display(Image(filename=str(paths[1])))
+    display(Markdown(f"*Figure: {name}* (saved as `{name}.svg` and `{name}.png`)"))
+
+
+def show_table(table: pd.DataFrame, table_id: str | None = None, index: bool = False) -> None:
+    """Display a table as HTML (with a stable id when given, for links and tests)."""
+    from IPython.display import HTML, display
+
+    display(HTML(table.to_html(table_id=table_id, index=index, na_rep="-", border=0)))

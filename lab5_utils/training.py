@@ -19,7 +19,7 @@ import pandas as pd
 
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
-from lab5_utils.config import LabConfig, check_learning_rate
+from lab5_utils.config import LabConfig, check_learning_rate, lr_label
 from lab5_utils.data import load_splits
 from lab5_utils.evaluate import peak_memory_mb
 from lab5_utils.files import atomic_write_json, atomic_write_text, read_json
@@ -52,11 +52,6 @@ def default_run_dir(cfg: LabConfig, stage: str, learning_rate: float | None = No
     lr = cfg.finetune_learning_rate if learning_rate is None else learning_rate
     return Path(cfg.run_root) / f"finetune_lr={lr_label(lr)}"
 
-
-def lr_label(lr: float) -> str:
-    """`1e-04`, `2.5e-04`: how run folders, notebook files and figures spell a learning rate."""
-    mantissa, exponent = f"{lr:.3e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
 def is_finished(run_dir: str | Path) -> bool:

@@ -1,0 +1,542 @@
+"""`lab5 report`: the learning-rate sweep that executes notebooks 01-04 with papermill, and the
+export of the executed notebooks to one self-contained HTML file.
+
+TensorFlow, papermill and nbconvert are imported only inside the functions that need them, so
+`lab5 --help` and the argument checks of the CLI do not wait for them at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lab5_utils.analysis import conclusion, results_table
+from lab5_utils.config import PRESETS, LabConfig, check_learning_rate, lr_label
+from lab5_utils.files import atomic_write_text, project_root, read_json
+
+NOTEBOOKS = ("01_data_exploration", "02_transfer_learning", "03_fine_tuning", "04_analysis")
+DEFAULT_LRS = (1e-4, 1e-5, 1e-7, 1e-8)
+REPORT_NAME = "lab5_report.html"
+
+
+# --- paths and configuration shared with the notebooks ----------------------------------------
+def lab_config(preset: str = "demo", settings: Iterable[str] = (), run_root: str | None = None,
+               **overrides: Any) -> LabConfig:
+    """The preset with `key=value` settings and the `overrides` that are not None applied;
+    `run_root` (or the preset's) made absolute, relative paths taken from the repository root
+    so every notebook finds the same runs. A bad value raises ValueError naming the field."""
+    cfg = LabConfig.preset(preset).with_settings(list(settings or []))
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    root = Path(run_root or cfg.run_root).expanduser()
+    return cfg.replace(run_root=str(root if root.is_absolute() else project_root() / root))
+
+
+# --- the sweep --------------------------------------------------------------------------------
+@dataclass
+class NotebookRun:
+    """One notebook execution of the sweep."""
+
+    name: str  # file stem of the executed notebook, e.g. "03_fine_tuning_lr=1e-04"
+    source: str  # the notebook it executes, e.g. "03_fine_tuning"
+    title: str
+    lr: float | None = None
+    status: str = "pending"  # done, failed or skipped
+    error: str = ""
+    seconds: float = 0.0
+    notebook: Path | None = None
+    html: Path | None = None
+    reused: bool = False  # an unchanged executed notebook from the previous report
+
+    @property
+    def anchor(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+@dataclass
+class ReportResult:
+    """What `run_report` did: every notebook's status, the report and the LR suggestion."""
+
+    out: Path
+    html: Path
+    runs: list[NotebookRun]
+    suggested_lr: float | None = None
+    results: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def failed(self) -> list[NotebookRun]:
+        return [r for r in self.runs if r.status != "done"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def parse_lrs(values: Iterable[Any] | str | float) -> tuple[list[float], bool]:
+    """`--lrs` values -> (distinct learning rates, whether `auto` was asked for). Repeated values
+    count once; two different values that would share a run folder are refused."""
+    values = [values] if isinstance(values, (str, int, float)) else list(values)
+    numbers = [v for v in values if not (isinstance(v, str) and v.strip().lower() == "auto")]
+    auto = len(numbers) < len(values)
+    lrs = []
+    for value in numbers:
+        try:
+            lrs.append(check_learning_rate(value, "--lrs"))
+        except ValueError:
+            raise ValueError(f"--lrs {value!r} is not valid: each value must be a finite number > 0 "
+                             "(e.g. 1e-4) or 'auto'.") from None
+    if not lrs and not auto:
+        raise ValueError("--lrs needs at least one learning rate (or 'auto').")
+    by_label: dict[str, float] = {}
+    for lr in lrs:
+        label = lr_label(lr)
+        if by_label.setdefault(label, lr) != lr:
+            raise ValueError(f"--lrs {by_label[label]:g} and {lr:g} would share the run folder "
+                             f"finetune_lr={label}; use at most 4 significant digits.")
+    return list(by_label.values()), auto
+
+
+def run_report(
+    preset: str = "demo", lrs: Iterable[Any] = DEFAULT_LRS, settings: Iterable[str] = (),
+    out: str | Path | None = None, force: bool = False, jobs: int = 1, hide_code: bool = True,
+    figures_dir: str | Path | None = None, lr_steps: int = 100,
+) -> ReportResult:
+    """Execute 01 and 02 once, 03 once per learning rate and then 04 with papermill, and export
+    them to `<out>/lab5_report.html`. A failed notebook does not stop the others. Finished runs
+    are reused, and so are executed notebooks whose source, parameters and runs are unchanged
+    (04 always runs again); `force=True` retrains and re-executes everything."""
+    start = time.time()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs={jobs!r} is not valid: expected an integer >= 1.")
+    settings = list(settings or [])
+    if any(s.partition("=")[0].strip() == "run_root" for s in settings):
+        raise ValueError("--set run_root is not used by `lab5 report`: runs go to <out>/runs; "
+                         "choose the folder with --out.")
+    out = Path(out).expanduser().resolve() if out else project_root() / "reports" / preset
+    figures = Path(figures_dir).expanduser().resolve() if figures_dir else project_root() / "figures"
+    cfg = lab_config(preset, settings, str(out / "runs"))  # validates preset and settings
+    sources = project_root() / "notebooks"
+    missing = [n for n in NOTEBOOKS if not (sources / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"notebooks {', '.join(missing)} not found in {sources}.")
+    lr_list, auto = parse_lrs(lrs)
+    if auto and (not isinstance(lr_steps, int) or lr_steps < 10):
+        raise ValueError(f"--lr-steps={lr_steps!r} is not valid: expected an integer >= 10.")
+    _check_writable(out, "--out")
+    _check_writable(figures, "figures folder")
+
+    common = {"preset": preset, "settings": settings, "run_root": cfg.run_root,
+              "figures_dir": str(figures)}
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels inherit it
+    sweep = _Sweep(cfg, out, sources, figures, start, jobs, reuse=not force)
+    print(f"[report] preset {preset}, learning rates "
+          f"{', '.join([lr_label(x) for x in lr_list] + ['auto'] * auto)}; output {out}", flush=True)
+    suggested, finder_csv = None, None
+    first = sweep.submit(_job("01_data_exploration", "1. Data exploration"), common)
+    transfer = sweep.submit(_job("02_transfer_learning", "2. Transfer learning"),
+                            common | {"force": force})
+    transfer_ok = transfer.result().status == "done"
+    if transfer_ok and auto:
+        suggested, finder_csv = _auto_lr(cfg, out, force, lr_steps, sweep)
+        if suggested and lr_label(suggested) not in map(lr_label, lr_list):
+            lr_list.append(suggested)
+    lr_list.sort(reverse=True)
+    skip = "" if transfer_ok else "the transfer-learning notebook failed"
+    tuning = [sweep.submit(_job("03_fine_tuning", f"3.{i} Fine-tuning at lr={lr_label(lr)}", lr),
+                           common | {"learning_rate": lr, "force": force}, skip)
+              for i, lr in enumerate(lr_list, start=1)]
+    runs = [future.result() for future in (first, transfer, *tuning)]
+    failed = {lr_label(r.lr): r.error for r in runs if r.lr is not None and r.status != "done"}
+    params = {"lrs": lr_list, "failed": failed, "suggested_lr": suggested,
+              "lr_finder_csv": finder_csv}
+    runs.append(sweep.submit(_job("04_analysis", "4. Analysis"), common | params, skip).result())
+    runs += sweep.extra
+    table = results_table(cfg, lr_list, failed)
+    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    intro = _intro(preset, cfg, runs, hide_code, conclusion(table, suggested))
+    combined = combine_notebooks(runs, intro, hide_code)
+    html = atomic_write_text(out / REPORT_NAME,
+                             export_html(combined, hide_code, f"Lab 5 report ({preset})"))
+    result = ReportResult(out, html, runs, suggested, table)
+    summary = {"preset": preset, "report": html, "suggested_lr": suggested, "ok": not result.failed,
+               "notebooks": [asdict(r) for r in runs]}
+    atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
+    done = sum(r.status == "done" for r in runs)
+    print(f"[report] {done} of {len(runs)} notebooks succeeded in {_clock(time.time() - start)}; "
+          f"report: {html}", flush=True)
+    return result
+
+
+def _job(source: str, title: str, lr: float | None = None) -> NotebookRun:
+    name = source if lr is None else f"{source}_lr={lr_label(lr)}"
+    return NotebookRun(name=name, source=source, title=title, lr=lr)
+
+
+class _Sweep:
+    """Runs notebooks with papermill, at most `jobs` at once, printing progress lines and each
+    notebook's output prefixed with its name. Each runs on a daemon thread: Ctrl-C ends the
+    sweep at once, and the kernels exit with their parent. An executed notebook is reused
+    (unless `reuse=False`) while its fingerprint is unchanged and its figures still exist."""
+
+    def __init__(self, cfg: LabConfig, out: Path, sources: Path, figures: Path, start: float,
+                 jobs: int, reuse: bool) -> None:
+        self.cfg, self.out, self.sources, self.figures = cfg, out, sources, figures
+        self.start, self.reuse = start, reuse
+        self.slots = threading.Semaphore(jobs)
+        self.extra: list[NotebookRun] = []
+
+    def submit(self, job: NotebookRun, parameters: dict, skip: str = "") -> Future:
+        """Execute `job` on its own thread (or skip it, giving `skip` as the reason)."""
+        future: Future = Future()
+        if skip:
+            job.status, job.error = "skipped", skip
+            self.progress(f"{job.name}: skipped ({skip})")
+            future.set_result(job)
+            return future
+
+        def work() -> None:
+            with self.slots:
+                try:
+                    future.set_result(self._execute(job, parameters))
+                except BaseException as err:  # raised again by future.result()
+                    future.set_exception(err)
+
+        threading.Thread(target=work, name=job.name, daemon=True).start()
+        return future
+
+    def progress(self, message: str) -> None:
+        sys.stdout.write(f"[report {_clock(time.time() - self.start)}] {message}\n")  # one write:
+        sys.stdout.flush()  # lines of notebooks running at once do not mix
+
+    def _execute(self, job: NotebookRun, parameters: dict) -> NotebookRun:
+        import nbformat
+        import papermill as pm
+
+        target = self.out / "notebooks" / f"{job.name}.ipynb"
+        if self.reuse and job.source != "04_analysis" and self._unchanged(job, parameters, target):
+            job.status, job.reused = "done", True
+            self.progress(f"{job.name}: unchanged since the last report, reusing {target.name}")
+        else:
+            self.progress(f"{job.name}: running")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            began, output = time.time(), _Prefixed(job.name)
+            try:
+                pm.execute_notebook(
+                    self.sources / f"{job.source}.ipynb", target, parameters=parameters,
+                    kernel_name="python3", progress_bar=False, stdout_file=output,
+                    stderr_file=output, resources={"metadata": {"path": str(self.sources)}},
+                )  # the kernel's cwd: notebooks/
+                job.status = "done"
+            except Exception as err:  # a cell raised, the kernel died or could not start, ...
+                job.status, job.error = "failed", _error(err)
+            job.seconds = time.time() - began
+            outcome = "done" if job.status == "done" else f"FAILED: {job.error}"
+            self.progress(f"{job.name}: {outcome} ({_clock(job.seconds)})")
+        if target.is_file():
+            nb = nbformat.read(target, as_version=4)
+            if job.status == "done" and not job.reused:
+                nb.metadata["lab5_report"] = {"fingerprint": self._fingerprint(job, parameters)}
+                atomic_write_text(target, nbformat.writes(nb))
+            job.notebook = target
+            job.html = atomic_write_text(self.out / "html" / f"{job.name}.html",
+                                         export_html(nb, hide_code=False, title=job.title))
+        return job
+
+    def _fingerprint(self, job: NotebookRun, parameters: dict) -> str:
+        """Hash of what an executed notebook shows: its source, its parameters and the
+        `metrics.json` of the runs it reads (02 and 03: transfer; 03: its own run)."""
+        from lab5_utils.training import default_run_dir
+
+        runs = [] if job.source == "01_data_exploration" else [default_run_dir(self.cfg, "transfer")]
+        if job.lr is not None:
+            runs.append(default_run_dir(self.cfg, "finetune", job.lr))
+        digest = hashlib.sha256((self.sources / f"{job.source}.ipynb").read_bytes())
+        digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+        for metrics in (run / "metrics.json" for run in runs):
+            digest.update(metrics.read_bytes() if metrics.is_file() else b"unfinished")
+        return digest.hexdigest()
+
+    def _unchanged(self, job: NotebookRun, parameters: dict, executed: Path) -> bool:
+        import nbformat
+
+        try:
+            nb = nbformat.read(executed, as_version=4)
+        except Exception:  # missing or unreadable: execute again
+            return False
+        if nb.metadata.get("lab5_report", {}).get("fingerprint") != self._fingerprint(job, parameters):
+            return False
+        shown = re.findall(r"\*Figure: ([^*]+)\*", json.dumps([c.get("outputs") for c in nb.cells]))
+        return all((self.figures / f"{name}.{ext}").is_file()
+                   for name in shown for ext in ("svg", "png"))
+
+
+class _Prefixed:
+    """papermill's `stdout_file`/`stderr_file`: prints each line with the notebook's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> None:
+        lines = text.rstrip("\n").splitlines()
+        sys.stdout.write("".join(f"  {self.name} | {line}\n" for line in lines))
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _auto_lr(cfg: LabConfig, out: Path, force: bool, steps: int, sweep: _Sweep
+             ) -> tuple[float | None, str | None]:
+    """The LR range test on the fine-tuning setup, its suggestion rounded to one significant
+    digit; reused while the transfer run and `steps` are unchanged."""
+    from lab5_utils import training
+
+    saved, csv = out / "lr_finder.json", out / "lr_finder_finetune.csv"
+    key = {"steps": steps,
+           "transfer": read_json(training.default_run_dir(cfg, "transfer") / "metrics.json")}
+    previous = read_json(saved) if saved.is_file() and csv.is_file() and not force else {}
+    if previous.get("key") == key:
+        sweep.progress(f"LR range test: reusing the suggestion lr={lr_label(previous['suggestion'])}")
+        return previous["suggestion"], str(csv)
+    sweep.progress("LR range test on the fine-tuning setup (transfer model, unfrozen): running")
+    try:
+        result = training.lr_range_test(cfg, "finetune", steps)
+    except Exception as err:  # the sweep goes on with the LRs it was given
+        job = _job("lr_range_test", "LR range test")
+        job.status, job.error = "failed", _error(err)
+        sweep.extra.append(job)
+        sweep.progress(f"LR range test FAILED: {job.error}")
+        return None, None
+    suggestion = float(f"{result.suggestion:.0e}")
+    atomic_write_text(csv, result.curve.to_csv(index=False))
+    atomic_write_text(saved, json.dumps({"suggestion": suggestion, "raw_suggestion": result.suggestion,
+                                         "key": key}, indent=2) + "\n")
+    sweep.progress(f"LR range test: suggested lr={lr_label(suggestion)}")
+    return suggestion, str(csv)
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} {str(folder)!r} is not writable: {err.strerror or err}.") from None
+
+
+# --- export ---------------------------------------------------------------------------------
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{#- Self-contained: no scripts from a CDN (MathJax, require.js and Mermaid are unused). -#}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+_SETUP = "<!-- setup:"  # in each notebook's first cell, before the note on presets and Colab
+_HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
+
+
+def export_html(nb: Any, hide_code: bool = True, title: str = "Lab 5") -> str:
+    """One self-contained HTML page (images embedded, no external scripts)."""
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        template_name="lab", template_file="lab5_report.html.j2",
+        extra_loaders=[jinja2.DictLoader({"lab5_report.html.j2": _TEMPLATE})],
+        exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return body
+
+
+def combine_notebooks(runs: Sequence[NotebookRun], intro: str, hide_code: bool = True) -> Any:
+    """One notebook: the introduction, then per run a heading and the executed cells (headings
+    demoted one level; papermill's error banners replaced by one line naming the error; the
+    presets note and a repeated notebook's explanations kept once)."""
+    import nbformat
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    combined = new_notebook(cells=[new_markdown_cell(intro)])
+    seen: set[str] = set()
+    for run in runs:
+        heading = f'<a id="{run.anchor}"></a>\n\n# {run.title}'
+        if run.status != "done":
+            heading += f"\n\n**{run.status.capitalize()}:** {_first_line(run.error)}"
+        combined.cells.append(new_markdown_cell(heading))
+        if run.notebook is None:
+            continue
+        nb = nbformat.read(run.notebook, as_version=4)
+        repeated = run.source in seen  # 03 once per LR: its explanations are shown once
+        seen.add(run.source)
+        combined.metadata.setdefault("kernelspec", nb.metadata.get("kernelspec", {}))
+        combined.metadata.setdefault("language_info", nb.metadata.get("language_info", {}))
+        for cell in nb.cells:
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            if hide_code and cell.cell_type == "code":  # warnings on stderr are not for readers
+                cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
+            if tags & _HIDDEN_TAGS or (hide_code and cell.cell_type == "code" and not cell.outputs):
+                continue
+            if cell.cell_type == "markdown":
+                if repeated:
+                    continue
+                if _SETUP in cell.source:  # the presets note: once, in the first section
+                    cell.source = cell.source if len(seen) == 1 else cell.source.split(_SETUP)[0]
+                cell.source = _demote_headings(cell.source)
+            combined.cells.append(cell)
+    for i, cell in enumerate(combined.cells):
+        cell["id"] = f"cell-{i}"
+    return combined
+
+
+def _demote_headings(markdown: str) -> str:
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        fenced ^= line.lstrip().startswith("```")
+        lines.append("#" + line if not fenced and re.match(r"#{1,5} ", line) else line)
+    return "\n".join(lines)
+
+
+def _intro(preset: str, cfg: LabConfig, runs: Sequence[NotebookRun], hide_code: bool,
+           summary: str) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Lab 5 report: fine-tuning EfficientNet-B0 (preset `{preset}`)", "",
+        f"Generated by `lab5 report` on {when}. Runs: `{cfg.run_root}`. "
+        + ("Code cells are hidden; `lab5 report --show-code` includes them."
+           if hide_code else "Code cells are shown."), "",
+    ]
+    if cfg.weights != "imagenet":
+        lines += [f"> **Not ImageNet transfer learning.** This report uses `weights={cfg.weights!r}`"
+                  f" on the `{cfg.dataset}` dataset: the numbers show that the pipeline works, "
+                  "they are not comparable with EfficientNet-B0 pretrained on ImageNet.", ""]
+    lines += [f"**Summary.** {summary}", "", "| section | status | time |", "| --- | --- | --- |"]
+    for run in runs:
+        status = ("ok (reused)" if run.reused else "ok") if run.status == "done" else (
+            f"**{run.status}**: {_cell(run.error)}")
+        lines.append(f"| [{run.title}](#{run.anchor}) | {status} | {_clock(run.seconds)} |")
+    return "\n".join(lines)
+
+
+
+
+# --- CLI --------------------------------------------------------------------------------------
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `lab5 report`."""
+    parser.add_argument("--preset", default="demo", choices=PRESETS,
+                        help="demo (offline, CPU minutes), quick, full")
+    parser.add_argument("--lrs", nargs="+", default=[f"{x:g}" for x in DEFAULT_LRS], metavar="LR",
+                        help="fine-tuning learning rates, one notebook each; 'auto' adds the LR "
+                             "range test's suggestion (default: 1e-4 1e-5 1e-7 1e-8)")
+    parser.add_argument("--lr-steps", type=int, default=100,
+                        help="batches of the LR range test run by 'auto' (default: 100)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
+    parser.add_argument("--out", help="report folder (default: reports/<preset>/)")
+    parser.add_argument("--figures", help="folder for the SVG and PNG figures (default: figures/)")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain every run and re-execute every notebook (by default finished "
+                             "runs and unchanged executed notebooks are reused)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks run at once (01 beside 02, then the fine-tuning runs)")
+    parser.add_argument("--show-code", action="store_true",
+                        help="include the code cells in the HTML report (hidden by default)")
+    # Let `--lrs -1e-4` reach the validation (argparse would take it for an option).
+    parser._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Run the sweep; 0 when every notebook succeeded, 1 otherwise."""
+    result = run_report(args.preset, args.lrs, args.settings, args.out, args.force, args.jobs,
+                        hide_code=not args.show_code, figures_dir=args.figures,
+                        lr_steps=args.lr_steps)
+    return result.exit_code
+
+
+# --- small formatting helpers ---------------------------------------------------------------
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def _first_line(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text)).strip()  # papermill's errors carry colours
+    return text.splitlines()[0] if text else ""
+
+
+def _error(err: BaseException) -> str:
+    """`Name: first line of the message`; papermill's errors name the cell's exception."""
+    name, message = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    return f"{name}: {_first_line(message)}"
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    text = _first_line(text).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- data exploration (notebook 01) -----------------------------------------------------------
+# Moves to data.py as it is: it needs `pd`, `Sequence`, `Any` and `LabConfig` at module level.
+def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:
+    """Images per class and (width, height) of the first `max_scan` encoded examples."""
+    import tensorflow as tf
+
+    def shape(encoded, label):
+        dims = tf.cond(tf.io.is_jpeg(encoded), lambda: tf.io.extract_jpeg_shape(encoded)[:2],
+                       lambda: tf.shape(tf.io.decode_image(encoded, 3, expand_animations=False))[:2])
+        return dims, label
+
+    rows = [(int(hw[1]), int(hw[0]), int(y))
+            for hw, y in ds.take(max_scan).map(shape).as_numpy_iterator()]
+    sizes = pd.DataFrame(rows, columns=["width", "height", "label"])
+    counts = sizes["label"].value_counts().reindex(range(len(class_names)), fill_value=0)
+    counts.index = list(class_names)
+    return counts, sizes
+
+
+def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
+    """What the dataset holds and how the model sees it."""
+    rows = {
+        "source": info.source, "classes": info.num_classes,
+        "training images": info.num_train, "validation images": info.num_val,
+        "examples scanned for the charts": scanned,
+        "model input": f"{cfg.image_size} x {cfg.image_size} px, values 0..255",
+        "augmentations (training only)": ", ".join(cfg.augmentations) or "none",
+        "weights": str(cfg.weights),
+    }
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[list, list[str]]:
+    """The first `n` images decoded at their own size, and their class names."""
+    import tensorflow as tf
+
+    images, titles = [], []
+    for encoded, label in ds.take(n).as_numpy_iterator():
+        images.append(tf.io.decode_image(encoded, 3, expand_animations=False).numpy())
+        titles.append(str(class_names[int(label)]))
+    return images, titles
+
+
+def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, list]:
+    """The first image as validation sees it, and `n` versions of it from the training pipeline."""
+    from lab5_utils.data import make_pipeline
+
+    first = ds.take(1)
+    original, _ = next(iter(make_pipeline(first, cfg.replace(batch_size=1), False, 1)))
+    images, _ = next(iter(make_pipeline(first.repeat(n), cfg.replace(batch_size=n), True, n)))
+    return original.numpy()[0], list(images.numpy())

@@ -1,0 +1,77 @@
+"""The notebooks as stored: clean, parameterised, and failing clearly on a bad learning rate.
+
+That every notebook runs top to bottom is checked by the sweep in test_report.py.
+"""
+
+import nbformat
+import papermill as pm
+import pytest
+
+from lab5_utils.files import project_root
+from lab5_utils.report import NOTEBOOKS
+
+FOLDER = project_root() / "notebooks"
+COMMON = {"preset", "settings", "run_root", "figures_dir"}
+PARAMETERS = {  # what `run_report` passes to each notebook
+    "01_data_exploration": COMMON,
+    "02_transfer_learning": COMMON | {"force"},
+    "03_fine_tuning": COMMON | {"learning_rate", "force"},
+    "04_analysis": COMMON | {"lrs", "failed", "suggested_lr", "lr_finder_csv"},
+}
+
+
+@pytest.fixture(params=NOTEBOOKS)
+def notebook(request):
+    return request.param, nbformat.read(FOLDER / f"{request.param}.ipynb", as_version=4)
+
+
+def test_stored_without_outputs_and_valid(notebook):
+    _, nb = notebook
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_exactly_one_parameters_cell_that_papermill_reads(notebook, caplog):
+    name, nb = notebook
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    inferred = {p["name"] for p in pm.inspect_notebook(str(FOLDER / f"{name}.ipynb")).values()}
+    assert PARAMETERS[name] <= inferred
+    assert "Unable to parse" not in caplog.text
+    assert 'preset = "demo"' in tagged[0].source  # "Run all" works offline
+
+
+def test_first_cell_explains_presets_and_the_demo_weights(notebook):
+    _, nb = notebook
+    intro = nb.cells[0]
+    assert intro.cell_type == "markdown"
+    for phrase in ('preset = "full"', 'weights="calibrated"', "randomly initialised",
+                   "not comparable with ImageNet transfer learning"):
+        assert phrase in intro.source.replace("**", "").replace("\n", " ")
+    colab = nb.cells[1].source
+    assert 'if "google.colab" in sys.modules' in colab and "%pip install -q -e .." in colab
+
+
+@pytest.mark.slow
+def test_fine_tuning_rejects_a_bad_learning_rate_before_loading_anything(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(
+            str(FOLDER / "03_fine_tuning.ipynb"), str(tmp_path / "out.ipynb"),
+            parameters={"learning_rate": float("nan"), "run_root": str(tmp_path / "runs")},
+            kernel_name="python3", progress_bar=False,
+        )
+    assert caught.value.ename == "ValueError"
+    assert "learning_rate=nan is not valid: expected a finite number > 0" in caught.value.evalue
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_python3_kernel_is_this_interpreter_even_without_a_kernelspec():
+    """CI needs no `ipykernel install`: jupyter_client falls back to ipykernel's own spec."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    assert KernelSpecManager(kernel_dirs=[]).get_kernel_spec("python3").argv[0] == sys.executable
