@@ -55,6 +55,12 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lab5_utils.bench import cmd_bench as run
+
+    return run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lab5_utils.report import cmd_report as run
 
@@ -91,6 +97,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "lr-find": (cmd_lr_find, "LR range test: loss vs learning rate and a suggested LR"),
     "compare": (cmd_compare, "table of runs: this project's run folders or TensorBoard logs"),
     "predict": (cmd_predict, "top-k classes of your own photos with a trained model"),
+    "bench": (cmd_bench, "input-pipeline and fit throughput benchmark on Food-101-like JPEGs"),
 }
 
 
@@ -118,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
             from lab5_utils.report import add_report_arguments
 
             add_report_arguments(p)
+        if name == "bench":
+            from lab5_utils.bench import add_bench_arguments
+
+            add_bench_arguments(p)
         if name == "predict":
             p.add_argument("images", nargs="+", help="JPEG/PNG files, any size")
             p.add_argument("--model", required=True, help="a trained model, e.g. RUN/best.keras")

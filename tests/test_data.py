@@ -110,3 +110,112 @@ def test_training_split_is_reshuffled_every_epoch(tmp_path):
     train, _, _ = load_splits(cfg)
     first, second = ([int(y) for y in next(iter(train))[1]] for _ in range(2))
     assert sorted(first) == sorted(second) and first != second
+
+
+# --- the fast preprocessing path: reduced-scale JPEG decoding, crops, flips, cache --------------
+def _food_like(count, shapes=((384, 512), (512, 512), (341, 512), (512, 384))):
+    from lab5_utils.bench import food_like_jpeg
+
+    rng = np.random.default_rng(0)
+    return [food_like_jpeg(rng, *shapes[i % len(shapes)]) for i in range(count)]
+
+
+def _encoded(images):
+    labels = np.arange(len(images), dtype=np.int32) % 3
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+@pytest.mark.parametrize("size", [64, 96, 224])
+def test_validation_is_deterministic_and_matches_a_full_decode(tmp_path, size):
+    images = _food_like(4)
+    cfg = tiny_config(tmp_path, image_size=size, batch_size=4)
+    pipe = make_pipeline(_encoded(images), cfg, training=False)
+    batches = [next(iter(pipe)) for _ in range(2)]
+    _check_batches(pipe, 3, size)
+    np.testing.assert_array_equal(batches[0][0].numpy(), batches[1][0].numpy())
+    for got, encoded in zip(batches[0][0].numpy(), images):
+        full = tf.io.decode_jpeg(encoded, channels=3)
+        # A reduced-scale decode averages pixels, like an antialiased resize of the full image
+        smooth = tf.image.resize(full, [size, size], antialias=True).numpy()
+        assert np.abs(got - smooth).mean() < 3
+        if min(full.shape[:2]) < 2 * size:  # decoded at full scale: exactly the plain resize
+            np.testing.assert_allclose(got, tf.image.resize(full, [size, size]).numpy(), atol=1e-3)
+
+
+def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_target_size():
+    from lab5_utils.data import decode, jpeg_scale
+
+    assert [int(jpeg_scale(side, 224)) for side in (223, 447, 448, 512, 1792)] == [0, 0, 1, 1, 3]
+    encoded = _food_like(1, shapes=((384, 512),))[0]
+    assert decode(encoded, 96).shape.as_list() == [96, 128, 3]  # 1/4 scale: 384 // 4 = 96
+    assert decode(encoded, 200).shape.as_list() == [384, 512, 3]  # 1/2 would be too small
+    for seed in range(8):
+        crop = decode(encoded, 64, crop_seed=tf.constant([seed, 1], tf.int64))
+        assert min(crop.shape[:2]) >= 64
+
+
+def _coordinate_image(fmt):
+    """Red encodes the column, green the row, blue is constant: crops can be located."""
+    h, w = 384, 512
+    red = np.broadcast_to(np.linspace(0, 255, w), (h, w))
+    green = np.broadcast_to(np.linspace(0, 255, h)[:, None], (h, w))
+    pixels = np.stack([red, green, np.full((h, w), 200.0)], -1).round().astype(np.uint8)
+    if fmt == "jpeg":
+        return tf.io.encode_jpeg(pixels, quality=98, chroma_downsampling=False).numpy()
+    return tf.io.encode_png(pixels).numpy()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_training_crops_are_inside_the_image_and_sometimes_flipped(tmp_path, fmt):
+    cfg = tiny_config(tmp_path, image_size=64, batch_size=32, augmentations=["flip", "crop"])
+    pipe = make_pipeline(_encoded([_coordinate_image(fmt)] * 32), cfg, training=True)
+    images, _ = next(iter(pipe))
+    flipped = 0
+    for image in images.numpy():
+        assert np.abs(image[..., 2] - 200).max() < 8  # no padding, no pixels from outside
+        red, green = image[..., 0].mean(0), image[..., 1].mean(1)
+        assert np.all(np.diff(green) > 0)  # rows top to bottom
+        assert np.all(np.diff(red) > 0) or np.all(np.diff(red) < 0)  # columns, maybe mirrored
+        flipped += bool(red[0] > red[-1])
+        width, height = np.ptp(red) / 255 * 512, np.ptp(green) / 255 * 384
+        assert 0.3 < width * height / (512 * 384) <= 1.0  # area 35-100 % (edge pixels lost)
+        assert 0.7 < width / height < 1.45  # aspect 3/4..4/3
+    assert 0 < flipped < 32
+
+
+def test_training_augmentation_is_reproducible_from_the_seed(tmp_path):
+    images = _food_like(8)
+    cfg = tiny_config(tmp_path, image_size=64, batch_size=8)
+
+    def epochs(config, n=2):
+        pipe = make_pipeline(_encoded(images), config, training=True)
+        return [batch[0].numpy() for batch, _ in zip(pipe.repeat(), range(n))]
+
+    first, again = epochs(cfg), epochs(cfg)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], first[1])  # a new crop and flip every epoch
+    assert not np.array_equal(first[0], epochs(cfg.replace(seed=7), 1)[0])
+
+
+def test_cache_validation_in_memory_and_in_a_file(tmp_path):
+    images = _food_like(6)
+    cfg = tiny_config(tmp_path, image_size=64, batch_size=6)
+    plain = next(iter(make_pipeline(_encoded(images), cfg, training=False)))[0].numpy()
+    path = tmp_path / "cache" / "val"
+    for setting in ("memory", str(path)):
+        pipe = make_pipeline(_encoded(images), cfg.replace(cache_validation=setting), training=False)
+        first, second = (np.concatenate([x.numpy() for x, _ in pipe]) for _ in range(2))
+        np.testing.assert_array_equal(first, second)
+        assert np.abs(first - plain).max() <= 0.5  # cached as rounded uint8
+    assert list(path.parent.glob("val*"))
+
+
+def test_in_memory_cache_too_big_for_ram_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), {"available": 100_000})())
+    cfg = tiny_config(tmp_path, image_size=64, batch_size=6, cache_validation="memory")
+    with pytest.warns(UserWarning, match="cache_validation='memory' skipped"):
+        pipe = make_pipeline(_encoded(_food_like(6)), cfg, training=False)
+    _check_batches(pipe, 3, 64)

@@ -1,0 +1,312 @@
+"""`lab5 bench`: input-pipeline images/s against a plain pipeline, and `fit` against in-memory data.
+
+Everything runs on generated Food-101-like JPEGs (512 px on the long side, 40-80 KB) in a
+temporary folder, so the numbers need no download and are comparable from machine to machine.
+Throughput figures are medians over `--repeats` passes, run side by side (interleaved) in one
+process, so a busy machine slows every variant alike; the load average is reported with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Food-101 images have 512 px on the long side; most are landscape 4:3.
+SHAPES = ((384, 512), (384, 512), (384, 512), (512, 384), (512, 512), (341, 512))
+NUM_CLASSES = 4
+TARGETS = {"train_vs_plain": 2.5, "train_images_per_s": 1500.0, "validation_vs_plain": 2.0,
+           "fit_vs_in_memory": 0.95}
+
+
+# --- machine and data ----------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model, TensorFlow/Keras versions and the current load average."""
+    import keras
+    import tensorflow as tf
+
+    model = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        model = names[0] if names else model
+    return {
+        "cpu_model": model,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def food_like_jpeg(rng: np.random.Generator, height: int, width: int) -> bytes:
+    """A photo-like JPEG: a smooth colour field, mid-scale blobs, an oriented texture and noise."""
+    import tensorflow as tf
+
+    def upsampled(shape: tuple[int, ...], spread: float, method: str) -> np.ndarray:
+        small = rng.normal(0, spread, size=(1, *shape, 3)).astype(np.float32)
+        return tf.image.resize(small, [height, width], method=method)[0].numpy()
+
+    image = 128 + upsampled((4, 5), 60, "bicubic") + upsampled((height // 16, width // 16), 28,
+                                                               "bilinear")
+    fy, fx = rng.uniform(0.05, 0.35, size=2)
+    stripes = np.outer(np.sin(fy * np.arange(height)), np.sin(fx * np.arange(width) + rng.uniform(0, 6)))
+    image += (14 * stripes)[..., None] * rng.uniform(0.3, 1.0, size=3).astype(np.float32)
+    image += rng.standard_normal((height, width, 3), dtype=np.float32) * 5.5
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    return tf.io.encode_jpeg(pixels, quality=90).numpy()
+
+
+def write_food_like_folder(root: Path, count: int, seed: int = 0) -> dict[str, Any]:
+    """`root/train/<class>/*.jpg` with `count` images and `root/validation` -> the same files,
+    so both splits of a `folder:` dataset hold all of them. Returns file size statistics."""
+    rng = np.random.default_rng(seed)
+    sizes = []
+    for i in range(count):
+        folder = root / "train" / f"class_{i % NUM_CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = food_like_jpeg(rng, *SHAPES[i % len(SHAPES)])
+        (folder / f"{i:05d}.jpg").write_bytes(data)
+        sizes.append(len(data) / 1024)
+    (root / "validation").symlink_to("train", target_is_directory=True)
+    return {"count": count, "kb_min": round(min(sizes), 1),
+            "kb_median": round(statistics.median(sizes), 1), "kb_max": round(max(sizes), 1),
+            "shapes": sorted({f"{w}x{h}" for h, w in SHAPES})}
+
+
+# --- input pipelines -----------------------------------------------------------------------
+def plain_pipeline(files: list[tuple[str, int]], image_size: int, batch_size: int):
+    """The reference: read file -> decode the whole JPEG -> resize -> flip -> batch (parallel map)."""
+    import tensorflow as tf
+
+    def load(path, label):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        image = tf.image.resize(image, [image_size, image_size])
+        return tf.image.random_flip_left_right(image), label
+
+    paths, labels = zip(*files)
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), np.array(labels, np.int32)))
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
+        tf.data.AUTOTUNE)
+
+
+Timing = tuple[int, float, float]  # images, wall seconds, process CPU seconds
+
+
+def timed(run: Callable[[], int]) -> Timing:
+    """Run `run` (it returns how many images it processed); time it by wall clock and CPU."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    images = run()
+    return images, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def steady_pass(ds) -> Timing:
+    """One pass over a batched (images, labels) dataset, timed from its second batch on.
+    Iterator start-up (function instantiation, shuffle-buffer fill) is a fixed cost per epoch:
+    negligible over Food-101's 75,750 training images, not over a few hundred."""
+    iterator = iter(ds)
+    next(iterator)
+    return timed(lambda: sum(int(images.shape[0]) for images, _ in iterator))
+
+
+def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
+    """Each measurement once as warm-up, then `repeats` rounds running all of them in turn."""
+    for run in runs.values():
+        run()
+    results: dict[str, list[Timing]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            results[name].append(run())
+    return results
+
+
+def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    """images/s of the plain pipeline and of `make_pipeline` (preset full): train, validation,
+    and validation with `cache_validation="memory"` (read from the cache after the warm-up)."""
+    from lab5_utils.config import LabConfig
+    from lab5_utils.data import list_images, load_encoded, make_pipeline
+
+    cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
+                           batch_size=batch_size)
+    train, val, info = load_encoded(cfg)
+    cached = cfg.replace(cache_validation="memory")
+    pipelines = {
+        "plain": plain_pipeline(list_images(root / "train")[1], image_size, batch_size),
+        "train": make_pipeline(train, cfg, training=True, num_examples=info.num_train),
+        "validation": make_pipeline(val, cfg, training=False, num_examples=info.num_val),
+        "validation_cached": make_pipeline(val, cached, training=False, num_examples=info.num_val),
+    }
+    runs = interleaved({k: (lambda ds=ds: steady_pass(ds)) for k, ds in pipelines.items()},
+                       repeats)
+    return {"augmentations": cfg.augmentations,
+            **{name: _summary(values) for name, values in runs.items()}}
+
+
+# --- fit against in-memory tensors ---------------------------------------------------------
+def measure_fit(model, pipeline, in_memory, images: int, repeats: int) -> dict[str, Any]:
+    """images/s of `model.fit` for one epoch (`images` examples) on `pipeline` and on `in_memory`
+    (both batched), interleaved; the first epoch of each (tracing, warm-up) is not counted."""
+
+    def run(ds) -> Timing:
+        def epoch() -> int:
+            model.fit(ds, epochs=1, verbose=0, shuffle=False)
+            return images
+
+        return timed(epoch)
+
+    runs = interleaved({"in_memory": lambda: run(in_memory), "pipeline": lambda: run(pipeline)},
+                       repeats)
+    result = {name: _summary(values) for name, values in runs.items()}
+    result["ratio"] = round(result["pipeline"]["median"] / result["in_memory"]["median"], 3)
+    return result
+
+
+def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    """Demo-size EfficientNet-B0 (frozen base, weights=None) trained from `make_pipeline` on the
+    JPEG folder vs from the same batches held in memory."""
+    import tensorflow as tf
+
+    from lab5_utils.config import LabConfig
+    from lab5_utils.data import load_encoded, make_pipeline
+    from lab5_utils.model import build_model, compile_model, freeze_base
+
+    cfg = LabConfig.preset("demo", dataset=f"folder:{root}", weights=None, image_size=image_size,
+                           batch_size=batch_size)
+    train, _, info = load_encoded(cfg)
+    pipeline = make_pipeline(train, cfg, training=True, num_examples=info.num_train)
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in pipeline])
+    in_memory = tf.data.Dataset.from_tensor_slices(
+        (np.concatenate(images), np.concatenate(labels))).batch(batch_size).cache()
+    model = build_model(cfg, info.num_classes)
+    compile_model(freeze_base(model), 1e-3)
+    return {"image_size": image_size, "batch_size": batch_size, "model": "EfficientNet-B0, frozen",
+            **measure_fit(model, pipeline, in_memory, info.num_train, repeats)}
+
+
+# --- the whole benchmark -------------------------------------------------------------------
+def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, repeats: int = 3,
+              fit: bool = True, fit_image_size: int = 96, fit_batch_size: int = 32,
+              workdir: str | None = None) -> dict[str, Any]:
+    """Generate the JPEGs, measure, and return everything as one JSON-serializable dict."""
+    if images < 2 * max(batch_size, fit_batch_size if fit else 1):
+        raise ValueError("--images must be at least twice the batch size: the first batch of "
+                         "every pass is not timed.")
+    result: dict[str, Any] = {"machine": machine_info(),
+                              "settings": {"images": images, "batch_size": batch_size,
+                                           "image_size": image_size, "repeats": repeats}}
+    with tempfile.TemporaryDirectory(prefix="lab5-bench-", dir=workdir) as tmp:
+        root = Path(tmp) / "food_like"
+        result["data"] = write_food_like_folder(root, images)
+        pipes = bench_pipelines(root, image_size, batch_size, repeats)
+        result["pipeline"] = pipes
+        result["ratios"] = {
+            "train_vs_plain": round(pipes["train"]["median"] / pipes["plain"]["median"], 2),
+            "validation_vs_plain": round(pipes["validation"]["median"] / pipes["plain"]["median"],
+                                         2),
+        }
+        result["fit"] = bench_fit(root, fit_image_size, fit_batch_size, repeats) if fit else None
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["targets"] = _targets(result)
+    return result
+
+
+def _targets(result: dict[str, Any]) -> dict[str, bool | None]:
+    fit = result["fit"]
+    return {
+        "train_vs_plain": result["ratios"]["train_vs_plain"] >= TARGETS["train_vs_plain"],
+        "train_images_per_s": result["pipeline"]["train"]["median"] >= TARGETS["train_images_per_s"],
+        "validation_vs_plain": (result["ratios"]["validation_vs_plain"]
+                                >= TARGETS["validation_vs_plain"]),
+        "fit_vs_in_memory": None if fit is None else fit["ratio"] >= TARGETS["fit_vs_in_memory"],
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The human-readable report printed by `lab5 bench`."""
+    m, s, d, p = result["machine"], result["settings"], result["data"], result["pipeline"]
+    lines = [
+        f"machine: {m['cores']} cores, {m['cpu_model']}, {m['gpus']} GPU(s); TensorFlow "
+        f"{m['tensorflow']}, Keras {m['keras']}; load average {m['load_average']} at start, "
+        f"{m['load_average_end']} at end",
+        f"data: {d['count']} generated JPEGs ({', '.join(d['shapes'])}), {d['kb_min']}-"
+        f"{d['kb_max']} KB (median {d['kb_median']})",
+        f"input pipeline: image_size {s['image_size']}, batch {s['batch_size']}, train "
+        f"augmentations {'+'.join(p['augmentations'])}; median of {s['repeats']} passes",
+    ]
+    plain = p["plain"]["median"]
+    for name, label in (("plain", "plain (decode all -> resize -> flip)"),
+                        ("train", "make_pipeline(training=True)"),
+                        ("validation", "make_pipeline(training=False)"),
+                        ("validation_cached", "  same, cache_validation=memory")):
+        lines.append(f"  {label:38s} {_line(p[name])}  x{p[name]['median'] / plain:.2f}")
+    fit = result["fit"]
+    if fit is not None:
+        lines.append(f"fit, {fit['model']}, image_size {fit['image_size']}, batch "
+                     f"{fit['batch_size']} (first epoch of each excluded):")
+        for name in ("in_memory", "pipeline"):
+            lines.append(f"  {name:38s} {_line(fit[name])}")
+        lines.append(f"  pipeline / in-memory: {fit['ratio']:.1%}")
+    marks = {True: "met", False: "NOT met", None: "not measured"}
+    lines.append("targets: " + "; ".join(f"{k} >= {TARGETS[k]:g}: {marks[v]}"
+                                         for k, v in result["targets"].items()))
+    return "\n".join(lines)
+
+
+def _summary(timings: list[Timing]) -> dict[str, Any]:
+    """Median images/s (wall clock), every run's images/s, and median CPU ms per image (all
+    threads of this process: less sensitive than images/s to other programs' load)."""
+    rates = [n / wall for n, wall, _ in timings]
+    return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
+            "cpu_ms_per_image": round(statistics.median(1e3 * cpu / n for n, _, cpu in timings), 3)}
+
+
+def _line(summary: dict[str, Any]) -> str:
+    runs = ", ".join(f"{v:.0f}" for v in summary["runs"])
+    return (f"{summary['median']:7.0f} images/s ({summary['cpu_ms_per_image']:.2f} CPU ms/image;"
+            f" runs {runs})")
+
+
+# --- CLI -------------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected an integer >= 1")
+    return value
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lab5 bench`."""
+    parser.add_argument("--images", type=_positive, default=512, help="JPEGs to generate (512)")
+    parser.add_argument("--batch-size", type=_positive, default=64,
+                        help="batch size of the input-pipeline measurements (64, preset full)")
+    parser.add_argument("--image-size", type=_positive, default=224,
+                        help="image size of the input-pipeline measurements (224, preset full)")
+    parser.add_argument("--repeats", type=_positive, default=3, help="timed passes (median)")
+    parser.add_argument("--fit-image-size", type=_positive, default=96,
+                        help="image size of the fit measurement (96, preset demo)")
+    parser.add_argument("--fit-batch-size", type=_positive, default=32,
+                        help="batch size of the fit measurement (32, preset demo)")
+    parser.add_argument("--no-fit", action="store_true", help="skip the fit measurement")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the report (or JSON)."""
+    if args.image_size < 32 or args.fit_image_size < 32:
+        raise ValueError("--image-size and --fit-image-size must be >= 32 (EfficientNet minimum).")
+    result = run_bench(args.images, args.batch_size, args.image_size, args.repeats,
+                       fit=not args.no_fit, fit_image_size=args.fit_image_size,
+                       fit_batch_size=args.fit_batch_size)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
