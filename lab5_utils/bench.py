@@ -2,8 +2,9 @@
 
 Everything runs on generated Food-101-like JPEGs (512 px on the long side, 40-80 KB) in a
 temporary folder, so the numbers need no download and are comparable from machine to machine.
-Throughput figures are medians over `--repeats` passes, run side by side (interleaved) in one
-process, so a busy machine slows every variant alike; the load average is reported with them.
+Throughput figures are medians over `--repeats` rounds that run every variant back to back in one
+process; ratios are medians of each round's ratio, so a slow spell of a shared machine mostly
+cancels out. The load average and CPU time per image are reported with them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def machine_info() -> dict[str, Any]:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "gpus": len(tf.config.list_physical_devices("GPU")),
+        # TF_CPU_ALLOCATOR_USE_BFC=true (set before TensorFlow starts) pools CPU memory
+        "cpu_allocator": "bfc" if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower()
+        in ("1", "true") else "default",
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -150,7 +154,9 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
     runs = interleaved({k: (lambda ds=ds: steady_pass(ds)) for k, ds in pipelines.items()},
                        repeats)
     return {"augmentations": cfg.augmentations,
-            **{name: _summary(values) for name, values in runs.items()}}
+            **{name: _summary(values) for name, values in runs.items()},
+            "ratios": {f"{name}_vs_plain": _paired_ratio(runs[name], runs["plain"])
+                       for name in ("train", "validation", "validation_cached")}}
 
 
 # --- fit against in-memory tensors ---------------------------------------------------------
@@ -168,7 +174,7 @@ def measure_fit(model, pipeline, in_memory, images: int, repeats: int) -> dict[s
     runs = interleaved({"in_memory": lambda: run(in_memory), "pipeline": lambda: run(pipeline)},
                        repeats)
     result = {name: _summary(values) for name, values in runs.items()}
-    result["ratio"] = round(result["pipeline"]["median"] / result["in_memory"]["median"], 3)
+    result["ratio"] = _paired_ratio(runs["pipeline"], runs["in_memory"])
     return result
 
 
@@ -209,12 +215,8 @@ def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, re
         root = Path(tmp) / "food_like"
         result["data"] = write_food_like_folder(root, images)
         pipes = bench_pipelines(root, image_size, batch_size, repeats)
+        result["ratios"] = pipes.pop("ratios")
         result["pipeline"] = pipes
-        result["ratios"] = {
-            "train_vs_plain": round(pipes["train"]["median"] / pipes["plain"]["median"], 2),
-            "validation_vs_plain": round(pipes["validation"]["median"] / pipes["plain"]["median"],
-                                         2),
-        }
         result["fit"] = bench_fit(root, fit_image_size, fit_batch_size, repeats) if fit else None
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = _targets(result)
@@ -237,26 +239,27 @@ def format_report(result: dict[str, Any]) -> str:
     m, s, d, p = result["machine"], result["settings"], result["data"], result["pipeline"]
     lines = [
         f"machine: {m['cores']} cores, {m['cpu_model']}, {m['gpus']} GPU(s); TensorFlow "
-        f"{m['tensorflow']}, Keras {m['keras']}; load average {m['load_average']} at start, "
-        f"{m['load_average_end']} at end",
+        f"{m['tensorflow']}, Keras {m['keras']}, {m['cpu_allocator']} CPU allocator; load "
+        f"average {m['load_average']} at start, {m['load_average_end']} at end",
         f"data: {d['count']} generated JPEGs ({', '.join(d['shapes'])}), {d['kb_min']}-"
         f"{d['kb_max']} KB (median {d['kb_median']})",
         f"input pipeline: image_size {s['image_size']}, batch {s['batch_size']}, train "
-        f"augmentations {'+'.join(p['augmentations'])}; median of {s['repeats']} passes",
+        f"augmentations {'+'.join(p['augmentations'])}; median of {s['repeats']} passes (timed "
+        "from each pass's 2nd batch); xN: median of each round's ratio to plain",
     ]
-    plain = p["plain"]["median"]
+    ratios = {"plain": 1.0, **{k.removesuffix("_vs_plain"): v for k, v in result["ratios"].items()}}
     for name, label in (("plain", "plain (decode all -> resize -> flip)"),
                         ("train", "make_pipeline(training=True)"),
                         ("validation", "make_pipeline(training=False)"),
                         ("validation_cached", "  same, cache_validation=memory")):
-        lines.append(f"  {label:38s} {_line(p[name])}  x{p[name]['median'] / plain:.2f}")
+        lines.append(f"  {label:38s} x{ratios[name]:.2f} {_line(p[name])}")
     fit = result["fit"]
     if fit is not None:
         lines.append(f"fit, {fit['model']}, image_size {fit['image_size']}, batch "
                      f"{fit['batch_size']} (first epoch of each excluded):")
         for name in ("in_memory", "pipeline"):
             lines.append(f"  {name:38s} {_line(fit[name])}")
-        lines.append(f"  pipeline / in-memory: {fit['ratio']:.1%}")
+        lines.append(f"  pipeline / in-memory (median of the rounds' ratios): {fit['ratio']:.1%}")
     marks = {True: "met", False: "NOT met", None: "not measured"}
     lines.append("targets: " + "; ".join(f"{k} >= {TARGETS[k]:g}: {marks[v]}"
                                          for k, v in result["targets"].items()))
@@ -269,6 +272,13 @@ def _summary(timings: list[Timing]) -> dict[str, Any]:
     rates = [n / wall for n, wall, _ in timings]
     return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
             "cpu_ms_per_image": round(statistics.median(1e3 * cpu / n for n, _, cpu in timings), 3)}
+
+
+def _paired_ratio(runs: list[Timing], baseline: list[Timing]) -> float:
+    """Median over rounds of (images/s of `runs`) / (images/s of `baseline` in the same round):
+    the two ran back to back, so a slow spell of a shared machine mostly cancels out."""
+    rates = [(n / wall) / (n0 / wall0) for (n, wall, _), (n0, wall0, _) in zip(runs, baseline)]
+    return round(statistics.median(rates), 3)
 
 
 def _line(summary: dict[str, Any]) -> str:
