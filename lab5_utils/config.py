@@ -219,10 +219,6 @@ def parse_value(key: str, raw: str) -> Any:
     return raw
 
 
-def field_names() -> list[str]:
-    return list(_field_names())
-
-
 def _field_names() -> dict[str, None]:
     return {f.name: None for f in dataclasses.fields(LabConfig)}
 
