@@ -124,6 +124,11 @@ def steady_pass(ds) -> Timing:
     return timed(lambda: sum(int(images.shape[0]) for images, _ in iterator))
 
 
+def full_pass(ds) -> Timing:
+    """One pass over a batched dataset, start-up included."""
+    return timed(lambda: sum(int(images.shape[0]) for images, _ in ds))
+
+
 def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
     """Each measurement once as warm-up, then `repeats` rounds running all of them in turn."""
     for run in runs.values():
@@ -136,27 +141,35 @@ def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str
 
 
 def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
-    """images/s of the plain pipeline and of `make_pipeline` (preset full): train, validation,
-    and validation with `cache_validation="memory"` (read from the cache after the warm-up)."""
+    """images/s of the plain pipeline and of `make_pipeline` with preset full's defaults (the
+    training cache, "auto", holds these few hundred images in memory; validation has no cache),
+    plus each split with the other cache setting, and the cache-filling first training epoch."""
     from lab5_utils.config import LabConfig
     from lab5_utils.data import list_images, load_encoded, make_pipeline
 
     cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
                            batch_size=batch_size)
     train, val, info = load_encoded(cfg)
-    cached = cfg.replace(cache_validation="memory")
-    pipelines = {
-        "plain": plain_pipeline(list_images(root / "train")[1], image_size, batch_size),
-        "train": make_pipeline(train, cfg, training=True, num_examples=info.num_train),
-        "validation": make_pipeline(val, cfg, training=False, num_examples=info.num_val),
-        "validation_cached": make_pipeline(val, cached, training=False, num_examples=info.num_val),
+    variants = {
+        "train": (train, cfg, True),
+        "train_uncached": (train, cfg.replace(cache_train=""), True),
+        "validation": (val, cfg, False),
+        "validation_cached": (val, cfg.replace(cache_validation="memory"), False),
     }
+    pipelines = {"plain": plain_pipeline(list_images(root / "train")[1], image_size, batch_size)}
+    for name, (ds, config, training) in variants.items():
+        count = info.num_train if training else info.num_val
+        pipelines[name] = make_pipeline(ds, config, training=training, num_examples=count)
     runs = interleaved({k: (lambda ds=ds: steady_pass(ds)) for k, ds in pipelines.items()},
                        repeats)
-    return {"augmentations": cfg.augmentations,
+    # A new pipeline each time, timed from its start: the shuffle buffer after the cache waits
+    # for the decoding, shrinking and storing of the images before the first batch
+    runs["train_first_epoch"] = [full_pass(make_pipeline(train, cfg, True, info.num_train))
+                                 for _ in range(repeats)]
+    return {"augmentations": cfg.augmentations, "cache_train": cfg.cache_train,
             **{name: _summary(values) for name, values in runs.items()},
             "ratios": {f"{name}_vs_plain": _paired_ratio(runs[name], runs["plain"])
-                       for name in ("train", "validation", "validation_cached")}}
+                       for name in ("train", "train_uncached", "validation", "validation_cached")}}
 
 
 # --- fit against in-memory tensors ---------------------------------------------------------
@@ -250,9 +263,12 @@ def format_report(result: dict[str, Any]) -> str:
     ratios = {"plain": 1.0, **{k.removesuffix("_vs_plain"): v for k, v in result["ratios"].items()}}
     for name, label in (("plain", "plain (decode all -> resize -> flip)"),
                         ("train", "make_pipeline(training=True)"),
+                        ("train_uncached", "  same, cache_train='' (off)"),
                         ("validation", "make_pipeline(training=False)"),
                         ("validation_cached", "  same, cache_validation=memory")):
         lines.append(f"  {label:38s} x{ratios[name]:.2f} {_line(p[name])}")
+    lines.append(f"  {'  1st epoch, start-up included (fills cache)':44s} "
+                 f"{_line(p['train_first_epoch'])}")
     fit = result["fit"]
     if fit is not None:
         lines.append(f"fit, {fit['model']}, image_size {fit['image_size']}, batch "

@@ -42,6 +42,7 @@ class LabConfig:
     train_fraction: float = 1.0
     validation_split: float = 0.2
     shuffle_buffer: int = 2048
+    cache_train: str = "auto"
     cache_validation: str = ""
     num_classes: int = 10
     synthetic_train_per_class: int = 40
@@ -83,6 +84,9 @@ class LabConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not lo <= value <= hi:
                 _fail(name, value, f"a number from {lo} to {hi}")
+        for name in ("cache_train", "cache_validation"):
+            if not isinstance(getattr(self, name), str):
+                _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")
         if self.weights is not None and not isinstance(self.weights, str):
             _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
 
@@ -155,10 +159,11 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
                  transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
                  finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
                  num_classes=10, synthetic_train_per_class=30, synthetic_val_per_class=10,
-                 calibration_images=128, run_root="runs/demo"),
+                 calibration_images=128, cache_validation="auto", run_root="runs/demo"),
     "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
-                  finetune_learning_rate=1e-5, train_fraction=0.1, run_root="runs/quick"),
+                  finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
+                  run_root="runs/quick"),
     "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                  transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
                  finetune_learning_rate=1e-5, run_root="runs/full"),

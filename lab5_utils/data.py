@@ -2,8 +2,9 @@
 
 Every source yields *encoded* images and int32 labels 0..C-1. One pipeline then decodes
 (cropping while decoding when `crop` augmentation is on), augments (train only), resizes to
-`image_size`, batches and prefetches. Pixels stay in 0..255: Keras EfficientNet rescales and
+`image_size`, batches and prefetches. Pixels stay uint8 0..255: Keras EfficientNet rescales and
 normalizes inside the model, so normalizing here would do it twice (the original lab's bug).
+Optional caches keep decoded pixels so later epochs skip the JPEG decoding.
 """
 
 from __future__ import annotations
@@ -294,31 +295,69 @@ def batch_augmenter(augmentations: list[str], seed: int) -> tf.keras.Sequential 
     return keras.Sequential(chosen, name="augment") if chosen else None
 
 
+def cache_side(image_size: int) -> int:
+    """Shorter side of the training images kept in the cache: 8/7 of the input size (256 px for
+    224), the margin random crops work in."""
+    return -(-image_size * 8 // 7)
+
+
+def shrink(encoded: tf.Tensor, side: int) -> tf.Tensor:
+    """Encoded image -> uint8 with the shorter side at most `side` (aspect kept, antialiased)."""
+    image = decode(encoded, side)
+    shape = tf.shape(image)[:2]
+    short = tf.reduce_min(shape)
+
+    def resized() -> tf.Tensor:
+        return _to_uint8(tf.image.resize(image, shape * side // short, antialias=True))
+
+    return tf.cond(short > side, resized, lambda: image)
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.round(image), tf.uint8)  # resizing 0..255 pixels stays inside 0..255
+
+
 def make_pipeline(
     ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None
 ) -> tf.data.Dataset:
-    """Encoded (image, label) -> batched (float32 0..255 images, int32 labels), prefetched.
+    """Encoded (image, label) -> batched (uint8 0..255 images, int32 labels), prefetched.
 
-    Training: shuffle, random crop + flip (seeded per element from `cfg.seed`, fresh every
-    epoch), batch-level Keras augmentations. Validation: deterministic, optionally cached."""
+    uint8 batches are a quarter the size of float32 ones; Keras casts them to the model's
+    float32 input inside the compiled step. Training: shuffle, random crop + flip (seeded per
+    element from `cfg.seed`, fresh every epoch), batch-level Keras augmentations; with
+    `cache_train`, images are decoded once (shorter side `cache_side`) and later epochs only crop,
+    resize and flip. Validation: deterministic, decoded once when `cache_validation` is on."""
     augment = cfg.augmentations if training else []
     crop, flip = "crop" in augment, "flip" in augment
-    if training:
-        buffer = min(cfg.shuffle_buffer, num_examples or cfg.shuffle_buffer)
-        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-    cache = None if training else _cache_target(cfg, num_examples or int(ds.cardinality()))
+    size, count = cfg.image_size, num_examples or int(ds.cardinality())
+    # What the cache holds: the image shrunk for later crops, or the final size x size image
+    side = cache_side(size) if crop else size
+    setting, field_name = (cfg.cache_train, "cache_train") if training else (
+        cfg.cache_validation, "cache_validation")
+    buffer = min(cfg.shuffle_buffer, count if count > 0 else cfg.shuffle_buffer)
+    held = count + buffer if training and count >= 0 else count  # the shuffle buffer, after the cache
+    cache = _cache_target(setting, field_name, held, side * side * 4 // 3 * 3, cfg)
 
-    def prepare(encoded, label, seed=None):
+    if cache is not None:
+        stored = (lambda e, y: (shrink(e, side), y)) if crop else (
+            lambda e, y: (_to_uint8(tf.image.resize(decode(e, size), [size, size])), y))
+        ds = ds.map(stored, num_parallel_calls=AUTOTUNE).cache(cache)
+    if training:
+        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+
+    def prepare(image, label, seed=None):
         crop_seed = flip_seed = None
         if seed is not None:
             crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split([seed, 0], 2))
-        image = decode(encoded, cfg.image_size, crop_seed if crop else None)
-        # uint8 in, float32 out: no 4x larger float copy of the decoded image
-        image = tf.image.resize(image, [cfg.image_size, cfg.image_size])
-        if flip:  # on the resized image: ~4x fewer instructions than flipping the uint8 crop
+        if cache is None:  # `image` is encoded: decode only the crop, at a reduced scale
+            image = decode(image, size, crop_seed if crop else None)
+        elif crop:
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
+            image = image[y : y + h, x : x + w]
+        if cache is None or crop:
+            image = _to_uint8(tf.image.resize(image, [size, size]))
+        if flip:  # on the small resized image
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        if cache is not None:  # cache 1 byte a pixel, not 4
-            image = tf.cast(tf.round(image), tf.uint8)
         return image, label
 
     if crop or flip:
@@ -326,9 +365,9 @@ def make_pipeline(
         # flips are then reproducible, whatever order the parallel map runs them in.
         seeds = tf.data.Dataset.random(cfg.seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, seed: (*example, seed))
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic or not training)
-    if cache is not None:
-        ds = ds.cache(cache).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    if cache is None or crop or flip:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE,
+                    deterministic=cfg.deterministic or not training)
     ds = ds.batch(cfg.batch_size)
     augmenter = batch_augmenter(augment, cfg.seed)
     if augmenter is not None:
@@ -345,26 +384,48 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _cache_target(cfg: LabConfig, num_examples: int) -> str | None:
-    """`ds.cache` argument for the validation split: None (off), "" (memory) or a file path.
-    An in-memory cache that would take more than half the available RAM is refused (warning)."""
-    if not cfg.cache_validation:
+def _cache_target(
+    setting: str, name: str, num_examples: int, image_bytes: int, cfg: LabConfig
+) -> str | None:
+    """`ds.cache` argument: None (off), "" (memory) or a file prefix. "memory" and "auto" need
+    the cache to fit in half the available RAM: else "memory" warns and "auto" says so; both
+    then run without a cache. A file cache's name carries a fingerprint of what it holds."""
+    if setting in ("", "off"):
         return None
-    if cfg.cache_validation != "memory":
-        Path(cfg.cache_validation).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return str(Path(cfg.cache_validation).expanduser())
+    if setting not in ("memory", "auto"):
+        return _cache_file(Path(setting).expanduser(), name, cfg)
     import psutil
 
-    needed = num_examples * cfg.image_size**2 * 3  # uint8 pixels; num_examples < 0: unknown
+    needed = num_examples * image_bytes  # uint8 pixels; num_examples < 0: unknown
     available = psutil.virtual_memory().available
-    if num_examples < 0 or needed > available // 2:
-        size = f"{needed / 2**30:.1f} GiB" if num_examples >= 0 else "an unknown size"
-        warnings.warn(
-            f"cache_validation='memory' skipped: the cache would take {size}, more than half of "
-            f"the {available / 2**30:.1f} GiB available. Use a file path instead.", stacklevel=3,
-        )
-        return None
-    return ""
+    if 0 <= needed <= available // 2:
+        return ""
+    size = f"{needed / 2**30:.1f} GiB" if num_examples >= 0 else "an unknown size"
+    message = (
+        f"{name}={setting!r}: no cache, it would take {size}, more than half of the "
+        f"{available / 2**30:.1f} GiB available; every epoch decodes the images again. "
+        f"Set {name} to a file path (on a disk with room) to cache on disk."
+    )
+    if setting == "memory":
+        warnings.warn(message, stacklevel=3)
+    else:
+        print(message)
+    return None
+
+
+def _cache_file(prefix: Path, name: str, cfg: LabConfig) -> str:
+    """`<prefix>-<fingerprint>`: a cache of other data or another image size is never reused.
+    Stale lock files of a killed run are removed (one process uses a cache at a time)."""
+    import hashlib
+
+    key = [cfg.dataset, cfg.image_size, cfg.seed, cfg.validation_split, cfg.train_fraction,
+           "crop" in cfg.augmentations, name, cfg.synthetic_train_per_class,
+           cfg.synthetic_val_per_class, cfg.num_classes]
+    target = prefix.with_name(f"{prefix.name}-{hashlib.sha1(repr(key).encode()).hexdigest()[:10]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for lock in target.parent.glob(f"{target.name}*.lockfile"):
+        lock.unlink()
+    return str(target)
 
 
 def load_splits(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:

@@ -28,12 +28,14 @@ def test_bench_json_has_every_field_with_its_type(capsys):
     assert result["data"]["count"] == 8 and 0 < result["data"]["kb_min"] <= result["data"]["kb_max"]
     pipeline = result["pipeline"]
     assert pipeline["augmentations"] == ["flip", "crop"]
-    for name in ("plain", "train", "validation", "validation_cached"):
+    for name in ("plain", "train", "train_uncached", "validation", "validation_cached",
+                 "train_first_epoch"):
         assert isinstance(pipeline[name]["median"], float) and pipeline[name]["median"] > 0
         assert len(pipeline[name]["runs"]) == 2 and pipeline[name]["cpu_ms_per_image"] > 0
     assert machine["cpu_allocator"] in ("default", "bfc")
-    assert set(result["ratios"]) == {"train_vs_plain", "validation_vs_plain",
-                                     "validation_cached_vs_plain"}
+    assert pipeline["cache_train"] == "auto"
+    assert set(result["ratios"]) == {"train_vs_plain", "train_uncached_vs_plain",
+                                     "validation_vs_plain", "validation_cached_vs_plain"}
     assert all(isinstance(v, float) for v in result["ratios"].values())
     assert result["fit"] is None
     assert set(result["targets"]) == set(bench.TARGETS) and result["targets"]["fit_vs_in_memory"] is None
