@@ -16,6 +16,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", help="demo (offline, CPU minutes), quick, full")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
+    p.add_argument("--strict", dest="settings", action="append_const", const="strict_data=true",
+                   help="stop on a damaged or non-image file in a folder dataset (default: skip it "
+                        "with a warning)")
 
 
 def _config(args: argparse.Namespace):

@@ -49,6 +49,7 @@ class LabConfig:
     synthetic_val_per_class: int = 12
     calibration_images: int = 256
     deterministic: bool = True
+    strict_data: bool = False
     run_root: str = "runs/full"
 
     def __post_init__(self) -> None:

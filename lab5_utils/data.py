@@ -106,28 +106,33 @@ def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]
     if not root.is_dir():
         raise DataUnavailableError(f"dataset folder {str(root)!r} does not exist or is not a folder.")
     if (root / "train").is_dir() and (root / "validation").is_dir():
-        class_names, train_files, skipped = list_images(root / "train")
-        val_names, val_files, val_skipped = list_images(root / "validation")
+        class_names, train_files, skipped = list_images(root / "train", cfg.strict_data)
+        val_names, val_files, val_skipped = list_images(root / "validation", cfg.strict_data)
         if val_names != class_names:
             raise DataUnavailableError(
                 f"{root}/train and {root}/validation have different class folders."
             )
         skipped += val_skipped
     else:
-        class_names, files, skipped = list_images(root)
+        class_names, files, skipped = list_images(root, cfg.strict_data)
         train_files, val_files = _stratified_split(files, cfg.validation_split, cfg.seed)
     if skipped:
         warnings.warn(
-            f"Skipped {len(skipped)} non-image or unreadable file(s) in {root}, e.g. "
-            + ", ".join(skipped[:3]), stacklevel=2,
+            f"Skipped {len(skipped)} file(s) in {root} that are not usable images: "
+            + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            + ". Set strict_data=true (lab5 --strict) to stop on such files instead.",
+            stacklevel=2,
         )
     train, val = (_files_dataset(f) for f in (train_files, val_files))
     info = DataInfo(class_names, len(train_files), len(val_files), f"folder:{root}", skipped)
     return train, val, info
 
 
-def list_images(root: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
-    """Class names (sub-folders), (path, label) pairs, and files skipped as non-images."""
+def list_images(
+    root: Path, strict: bool = False
+) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """Class names (sub-folders), (path, label) pairs, and the files skipped as "path (reason)":
+    non-images and truncated JPEG/PNGs. `strict`: the first such file is an error instead."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DataUnavailableError(
@@ -139,21 +144,44 @@ def list_images(root: Path) -> tuple[list[str], list[tuple[str, int]], list[str]
     for label, name in enumerate(classes):
         found = 0
         for path in sorted((root / name).rglob("*")):
-            if not path.is_file():
+            if not path.is_file() or path.name.startswith("."):
                 continue
-            if path.suffix.lower() in IMAGE_SUFFIXES and _looks_like_image(path):
+            problem = image_problem(path)
+            if problem is None:
                 files.append((str(path), label))
                 found += 1
+            elif strict:
+                raise DataUnavailableError(
+                    f"{path}: {problem}. strict_data is on: remove or replace the file, or set "
+                    "strict_data=false to skip such files with a warning."
+                )
             else:
-                skipped.append(str(path))
+                skipped.append(f"{path} ({problem})")
         if not found:
-            raise DataUnavailableError(f"class folder {str(root / name)!r} holds no JPEG/PNG images.")
+            raise DataUnavailableError(
+                f"class folder {str(root / name)!r} holds no usable JPEG/PNG images."
+            )
     return classes, files, skipped
 
 
-def _looks_like_image(path: Path) -> bool:
-    head = path.read_bytes()[:8]
-    return head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` cannot be a training image, or None. Reads only the first and last bytes:
+    damage in between is found when decoding (skipped then, or an error with strict_data)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        f.seek(max(0, size - 4096))  # room for bytes some cameras append after the image
+        tail = f.read()
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not a .jpg/.jpeg/.png file"
+    if head.startswith(b"\xff\xd8\xff"):
+        return None if b"\xff\xd9" in tail else "truncated JPEG: no end-of-image marker"
+    if head.startswith(_PNG_MAGIC):
+        return None if b"IEND" in tail[-32:] else "truncated PNG: no IEND chunk"
+    return "not a JPEG or PNG image (wrong file signature)"
 
 
 def _stratified_split(
@@ -341,7 +369,7 @@ def make_pipeline(
     if cache is not None:
         stored = (lambda e, y: (shrink(e, side), y)) if crop else (
             lambda e, y: (_to_uint8(tf.image.resize(decode(e, size), [size, size])), y))
-        ds = ds.map(stored, num_parallel_calls=AUTOTUNE).cache(cache)
+        ds = _skip_undecodable(ds.map(stored, num_parallel_calls=AUTOTUNE), cfg).cache(cache)
     if training:
         ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
 
@@ -368,11 +396,20 @@ def make_pipeline(
     if cache is None or crop or flip:
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE,
                     deterministic=cfg.deterministic or not training)
+        if cache is None:
+            ds = _skip_undecodable(ds, cfg)
     ds = ds.batch(cfg.batch_size)
     augmenter = batch_augmenter(augment, cfg.seed)
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options())
+
+
+def _skip_undecodable(ds: tf.data.Dataset, cfg: LabConfig) -> tf.data.Dataset:
+    """Folder datasets: drop (and log) images whose decoding fails, unless `strict_data`."""
+    if cfg.is_folder and not cfg.strict_data:
+        return ds.ignore_errors(log_warning=True)
+    return ds
 
 
 def _options() -> tf.data.Options:

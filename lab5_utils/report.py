@@ -446,6 +446,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batches of the LR range test run by 'auto' (default: 100)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
+    parser.add_argument("--strict", dest="settings", action="append_const", const="strict_data=true",
+                        help="stop on a damaged or non-image file in a folder dataset (default: "
+                             "skip it with a warning)")
     parser.add_argument("--out", help="report folder (default: reports/<preset>/)")
     parser.add_argument("--figures", help="folder for the SVG and PNG figures (default: figures/)")
     parser.add_argument("--force", action="store_true",

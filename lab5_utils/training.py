@@ -84,11 +84,10 @@ def run_stage(
         _check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
+    train_ds, val_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
     _prepare_run_dir(run_dir, cfg, force)
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
-
-    train_ds, val_ds, info = load_splits(cfg)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
     model = stage_model(cfg, stage, train_ds, info.num_classes, transfer_dir)
     if stage == "transfer":

@@ -73,3 +73,17 @@ def test_predict_ranks_classes_and_reports_unreadable_files(trained_lab, capsys,
     probs = [float(line.split("%")[0]) for line in lines[1:]]
     assert probs == sorted(probs, reverse=True) and all(0 <= p <= 100 for p in probs)
     assert all("class_0" in line for line in lines[1:])
+
+
+def test_train_strict_stops_on_a_truncated_image_and_names_it(capsys, tmp_path):
+    photos = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (photos / name).mkdir(parents=True)
+        Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(photos / name / "ok.jpg")
+    whole = (photos / "dog" / "ok.jpg").read_bytes()
+    (photos / "dog" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    run = tmp_path / "run"
+    assert main(["train", "--set", f"dataset=folder:{photos}", "--strict", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "cut.jpg: truncated JPEG" in err and "strict_data" in err
+    assert not run.exists()
