@@ -2,7 +2,12 @@
 
 import argparse
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -228,3 +233,39 @@ def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, 
     assert reused == {"01_data_exploration", "02_transfer_learning",
                       *(f"03_fine_tuning_lr={training.lr_label(lr)}" for lr in GOOD_LRS)}
     assert all(f"03-fine-tuning-lr-{training.lr_label(lr)}" in again.html.read_text() for lr in GOOD_LRS)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_one(sweep):
+    result, cfg, figures = sweep
+    new_lr = 3e-4
+    finished = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]
+    before = {p: p.stat().st_mtime_ns for run in finished for p in run.rglob("*") if p.is_file()}
+    target = Path(cfg.run_root) / f"finetune_lr={training.lr_label(new_lr)}"
+    lrs = [f"{lr:g}" for lr in (*GOOD_LRS, new_lr)]
+    command = [sys.executable, "-m", "lab5_utils.cli", "report", "--lrs", *lrs,
+               "--out", str(result.out), "--figures", str(figures)]
+    command += [arg for setting in TINY for arg in ("--set", setting)]
+    sweep_process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (target / "config.json").exists():  # the finished LRs passed, the new one started
+        assert sweep_process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(sweep_process.pid, signal.SIGKILL)  # the command and its notebook kernel
+    sweep_process.wait()
+    assert not (target / "metrics.json").exists()
+
+    again = run_report("demo", lrs, TINY, out=result.out, figures_dir=figures)
+    assert again.exit_code == 0
+    after = {p: p.stat().st_mtime_ns for run in finished for p in run.rglob("*") if p.is_file()}
+    assert after == before  # the finished runs were kept as they were
+    reused = {r.name for r in again.runs if r.reused}
+    assert f"03_fine_tuning_lr={training.lr_label(new_lr)}" not in reused
+    assert {f"03_fine_tuning_lr={training.lr_label(lr)}" for lr in GOOD_LRS} <= reused
+    epochs = list(pd.read_csv(target / "history.csv")["epoch"])
+    assert len(epochs) == len(set(epochs)) == cfg.finetune_epochs  # each epoch once
+    rows = pd.read_csv(again.out / "results.csv")
+    assert list(rows["status"]) == ["finished"] * (2 + len(GOOD_LRS))
+    html = again.html.read_text()
+    assert all(f'id="03-fine-tuning-lr-{training.lr_label(lr)}"' in html for lr in (*GOOD_LRS, new_lr))
