@@ -159,6 +159,7 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="synthetic", weights="calibrated", image_size=96, batch_size=32,
                  transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
                  finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
+                 unfreeze="top:20",
                  num_classes=10, synthetic_train_per_class=30, synthetic_val_per_class=10,
                  calibration_images=128, cache_validation="auto", run_root="runs/demo"),
     "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,

@@ -227,3 +227,22 @@ def test_peak_memory_mb_reports_rss_on_cpu():
     value, kind = peak_memory_mb()
     assert kind in {"rss", "gpu"}
     assert value is not None and value > 1.0
+
+
+@pytest.mark.slow
+def test_the_model_table_matches_a_fresh_evaluation_of_the_better_model(trained_lab):
+    from lab5_utils import analysis
+    from lab5_utils.config import lr_label
+
+    cfg, transfer, finetune = trained_lab
+    table = analysis.results_table(cfg, [cfg.finetune_learning_rate])
+    result = analysis.evaluate_models(cfg, table)
+    summary = result.summary.set_index("model")["top-1 accuracy (%)"]
+    names = ["transfer", f"fine-tuned, lr={lr_label(cfg.finetune_learning_rate)}"]
+    assert list(summary.index) == names
+    for name, run in zip(names, (transfer, finetune)):
+        assert summary[name] == round(100 * run.metrics["best_val_accuracy"], 2)
+    assert summary[result.best_name] == summary.max()
+    # The table comes from the training logs; evaluating best.keras again gives the same number
+    assert 100 * result.evaluation.top1 == pytest.approx(summary[result.best_name], abs=0.01)
+    assert result.evaluation.num_examples == result.summary["examples"].iloc[0] == cfg.num_classes * 6
