@@ -166,7 +166,8 @@ def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
-    changed = LabConfig.from_json(config_path).diff(cfg, ignore=("run_root",))
+    # Neither changes what a run learns: where runs live, and whether damaged files stop it
+    changed = LabConfig.from_json(config_path).diff(cfg, ignore=("run_root", "strict_data"))
     if changed:
         fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
         raise RunError(

@@ -259,3 +259,19 @@ def test_auto_cache_too_big_for_ram_is_skipped_with_a_note(tmp_path, monkeypatch
     pipe = make_pipeline(_encoded(_food_like(6)), cfg, training=True)
     assert "cache_train='auto': no cache" in capsys.readouterr().out
     _check_batches(pipe, 3, 64)
+
+
+def test_exploration_helpers_count_measure_and_preview_the_data(tmp_path):
+    from lab5_utils import explore
+
+    cfg = tiny_config(tmp_path)
+    train, _, info = load_encoded(cfg)
+    counts, sizes = explore.scan_examples(train, info.class_names, max_scan=1000)
+    assert list(counts) == [cfg.synthetic_train_per_class] * cfg.num_classes
+    assert len(sizes) == info.num_train and sizes["width"].between(72, 128).all()
+    images, titles = explore.sample_images(train, info.class_names, n=3)
+    assert [im.shape[:2] for im in images] == [(h, w) for w, h in sizes[["width", "height"]].values[:3]]
+    assert titles == [info.class_names[y] for y in sizes["label"][:3]]
+    original, augmented = explore.augmentation_examples(cfg, train, n=4)
+    assert original.shape == (64, 64, 3) and len(augmented) == 4
+    assert not all(np.array_equal(a, augmented[0]) for a in augmented[1:])  # different each time

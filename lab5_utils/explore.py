@@ -1,0 +1,58 @@
+"""Data exploration for notebook 01: class counts, image sizes, samples, augmentation preview."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import tensorflow as tf
+
+from lab5_utils.config import LabConfig
+from lab5_utils.data import make_pipeline
+
+
+def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:
+    """Images per class and (width, height) of the first `max_scan` encoded examples."""
+
+    def shape(encoded, label):
+        dims = tf.cond(tf.io.is_jpeg(encoded), lambda: tf.io.extract_jpeg_shape(encoded)[:2],
+                       lambda: tf.shape(tf.io.decode_image(encoded, 3, expand_animations=False))[:2])
+        return dims, label
+
+    rows = [(int(hw[1]), int(hw[0]), int(y))
+            for hw, y in ds.take(max_scan).map(shape).as_numpy_iterator()]
+    sizes = pd.DataFrame(rows, columns=["width", "height", "label"])
+    counts = sizes["label"].value_counts().reindex(range(len(class_names)), fill_value=0)
+    counts.index = list(class_names)
+    return counts, sizes
+
+
+def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
+    """What the dataset holds and how the model sees it."""
+    rows = {
+        "source": info.source, "classes": info.num_classes,
+        "training images": info.num_train, "validation images": info.num_val,
+        "examples scanned for the charts": scanned,
+        "model input": f"{cfg.image_size} x {cfg.image_size} px, uint8 values 0..255",
+        "augmentations (training only)": ", ".join(cfg.augmentations) or "none",
+        "weights": str(cfg.weights),
+    }
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[list, list[str]]:
+    """The first `n` images decoded at their own size, and their class names."""
+    images, titles = [], []
+    for encoded, label in ds.take(n).as_numpy_iterator():
+        images.append(tf.io.decode_image(encoded, 3, expand_animations=False).numpy())
+        titles.append(str(class_names[int(label)]))
+    return images, titles
+
+
+def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, list]:
+    """The first image as validation sees it, and `n` versions of it from the training pipeline."""
+    first = ds.take(1)
+    original, _ = next(iter(make_pipeline(first, cfg.replace(batch_size=1), False, 1)))
+    images, _ = next(iter(make_pipeline(first.repeat(n), cfg.replace(batch_size=n), True, n)))
+    return original.numpy()[0], list(images.numpy())
