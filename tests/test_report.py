@@ -114,6 +114,8 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path):
     (run / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,1.0,0.4,1.1,0.5\n")
     reused = training.run_stage(cfg, "transfer", reuse=True)  # run_root may differ: same run
     assert reused.metrics == {"best_val_accuracy": 0.5} and list(reused.history["epoch"]) == [1]
+    strict = training.run_stage(cfg.replace(strict_data=True), "transfer", reuse=True)  # same run too
+    assert strict.metrics == reused.metrics
     with pytest.raises(training.RunError, match="image_size: 32 in the run, 64 now.*--force"):
         training.run_stage(cfg.replace(image_size=64), "transfer", reuse=True)
 
