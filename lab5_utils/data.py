@@ -170,13 +170,13 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def image_problem(path: Path) -> str | None:
     """Why `path` cannot be a training image, or None. Reads only the first and last bytes:
     damage in between is found when decoding (skipped then, or an error with strict_data)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not a .jpg/.jpeg/.png file"
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
         f.seek(max(0, size - 4096))  # room for bytes some cameras append after the image
         tail = f.read()
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return "not a .jpg/.jpeg/.png file"
     if head.startswith(b"\xff\xd8\xff"):
         return None if b"\xff\xd9" in tail else "truncated JPEG: no end-of-image marker"
     if head.startswith(_PNG_MAGIC):
@@ -360,13 +360,14 @@ def make_pipeline(
     augment = cfg.augmentations if training else []
     crop, flip = "crop" in augment, "flip" in augment
     size, count = cfg.image_size, num_examples or int(ds.cardinality())
-    # What the cache holds: the image shrunk for later crops, or the final size x size image
+    # What the cache holds: the image shrunk for later crops (4:3 assumed), or the final image
     side = cache_side(size) if crop else size
+    image_bytes = side * (side * 4 // 3 if crop else side) * 3
     setting, field_name = (cfg.cache_train, "cache_train") if training else (
         cfg.cache_validation, "cache_validation")
     buffer = min(cfg.shuffle_buffer, count if count > 0 else cfg.shuffle_buffer)
     held = count + buffer if training and count >= 0 else count  # the shuffle buffer, after the cache
-    cache = _cache_target(setting, field_name, held, side * side * 4 // 3 * 3, cfg)
+    cache = _cache_target(setting, field_name, held, image_bytes, cfg)
 
     if cache is not None:
         stored = (lambda e, y: (shrink(e, side), y)) if crop else (
