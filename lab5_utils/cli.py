@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from lab5_utils.config import add_settings_arguments
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EPILOG = "Every subcommand has --help. Runs go to runs/<preset>/ unless --run-dir says otherwise."
@@ -14,11 +16,7 @@ EPILOG = "Every subcommand has --help. Runs go to runs/<preset>/ unless --run-di
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", help="demo (offline, CPU minutes), quick, full")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
-    p.add_argument("--strict", dest="settings", action="append_const", const="strict_data=true",
-                   help="stop on a damaged or non-image file in a folder dataset (default: skip it "
-                        "with a warning)")
+    add_settings_arguments(p)
 
 
 def _config(args: argparse.Namespace):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
@@ -173,6 +174,16 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
 
 
 # --- helpers shared with the CLI and notebooks ---------------------------------------------
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` (repeatable) and `--strict`, both collected in `args.settings`."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
+    parser.add_argument("--strict", dest="settings", action="append_const",
+                        const="strict_data=true",
+                        help="stop on a damaged or non-image file in a folder dataset (default: "
+                             "skip it with a warning)")
+
+
 def check_learning_rate(value: Any, name: str = "learning_rate") -> float:
     """Return `value` as a float if it is a finite number > 0, else raise a clear ValueError."""
     try:

@@ -25,7 +25,13 @@ from typing import Any
 import pandas as pd
 
 from lab5_utils.analysis import conclusion, results_table
-from lab5_utils.config import PRESETS, LabConfig, check_learning_rate, lr_label
+from lab5_utils.config import (
+    PRESETS,
+    LabConfig,
+    add_settings_arguments,
+    check_learning_rate,
+    lr_label,
+)
 from lab5_utils.files import atomic_write_text, project_root, read_json
 
 NOTEBOOKS = ("01_data_exploration", "02_transfer_learning", "03_fine_tuning", "04_analysis")
@@ -444,11 +450,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                              "range test's suggestion (default: 1e-4 1e-5 1e-7 1e-8)")
     parser.add_argument("--lr-steps", type=int, default=100,
                         help="batches of the LR range test run by 'auto' (default: 100)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any LabConfig field, e.g. --set batch_size=16 (repeatable)")
-    parser.add_argument("--strict", dest="settings", action="append_const", const="strict_data=true",
-                        help="stop on a damaged or non-image file in a folder dataset (default: "
-                             "skip it with a warning)")
+    add_settings_arguments(parser)
     parser.add_argument("--out", help="report folder (default: reports/<preset>/)")
     parser.add_argument("--figures", help="folder for the SVG and PNG figures (default: figures/)")
     parser.add_argument("--force", action="store_true",
