@@ -37,6 +37,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_partial_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed `atomic_path` left in `folder` (`.<name>.*.tmp`)."""
+    partial = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -22,7 +22,12 @@ from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
 from lab5_utils.data import load_splits
 from lab5_utils.evaluate import peak_memory_mb
-from lab5_utils.files import atomic_write_json, atomic_write_text, read_json
+from lab5_utils.files import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_partial_files,
+)
 from lab5_utils.schedules import (
     LearningRateLogger,
     LRFinderResult,
@@ -106,12 +111,13 @@ def run_stage(
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / _BEST_TMP), monitor="val_accuracy", mode="max",
+            str(run_dir / _BEST_PARTIAL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=done["best"],
         ),
-        _PromoteBest(run_dir),
-        # Last, so an epoch counts as finished only once it is logged everywhere.
+        # After the logs and the checkpoint, so an epoch counts as finished only once it is
+        # logged everywhere; best.keras is promoted after it (`_settle_best` on resume).
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        _PromoteBest(run_dir),
     ]
     start = time.time()
     model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
@@ -229,6 +235,8 @@ def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
     Returns the number of finished epochs and the best val_accuracy so far."""
     finished = _backup_epoch(run_dir / "backup") or first_epoch
     _keep_finished(run_dir, finished)
+    _settle_best(run_dir, finished)
+    remove_partial_files(run_dir)
     best = None
     if (run_dir / "history.csv").is_file() and finished > first_epoch:
         best = float(hist.load_history(run_dir)["val_accuracy"].max())
@@ -258,21 +266,37 @@ def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -
     return model
 
 
-_BEST_TMP = ".best.partial.keras"
+_BEST_PARTIAL = ".best-{epoch:03d}.partial.keras"  # ModelCheckpoint fills in the epoch
+
+
+def _partial_epoch(path: Path) -> int:
+    return int(path.name.split(".")[1].removeprefix("best-"))
+
+
+def _settle_best(run_dir: Path, finished: int) -> Path | None:
+    """Make best.keras agree with the epochs a resumed run keeps: promote the newest partial
+    checkpoint of a finished epoch (a kill came before its rename), delete the others (a kill
+    came during their save, or their epoch is trained again)."""
+    partials = sorted(run_dir.glob(".best-*.partial.keras"), key=_partial_epoch)
+    kept = [p for p in partials if _partial_epoch(p) <= finished][-1:]
+    for path in partials:
+        if path in kept:
+            os.replace(path, run_dir / "best.keras")
+        else:
+            path.unlink()
+    return run_dir / "best.keras" if kept else None
 
 
 class _PromoteBest(keras.callbacks.Callback):
-    """ModelCheckpoint writes to a temporary name; this renames it to best.keras, so a kill
-    during the save never leaves a half-written best model."""
+    """ModelCheckpoint writes to a name with the epoch in it; once the epoch is backed up this
+    renames it to best.keras, so a kill never leaves a half-written or unlogged best model."""
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = run_dir
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        partial = self.run_dir / _BEST_TMP
-        if partial.exists():
-            os.replace(partial, self.run_dir / "best.keras")
+        _settle_best(self.run_dir, epoch + 1)
 
 
 class _EpochTimer(keras.callbacks.Callback):
