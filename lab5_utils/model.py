@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -67,14 +68,20 @@ def load_base_weights(base: keras.Model, path: str | Path) -> None:
             f"weights file {str(path)!r} does not exist. Use weights='imagenet', None, "
             "'calibrated', or the path of a .weights.h5 file saved from an EfficientNet-B0 base."
         )
-    try:
-        base.load_weights(str(path))
-    except Exception as err:
-        raise ValueError(
-            f"weights file {str(path)!r} could not be loaded into EfficientNet-B0 "
-            f"({type(err).__name__}: {err}). It must be a .weights.h5 file saved with "
-            "`base.save_weights(...)` from keras.applications.EfficientNetB0(include_top=False)."
-        ) from err
+    with warnings.catch_warnings(record=True) as caught:  # before failing, Keras warns once
+        warnings.simplefilter("always")                   # per layer group the file lacks
+        try:
+            base.load_weights(str(path))
+        except Exception as err:  # noqa: BLE001 - every failure gets the same advice
+            reason = str(err).strip().partition("\n")[0]  # Keras lists every layer after it
+            raise ValueError(
+                f"weights file {str(path)!r} could not be loaded into EfficientNet-B0 "
+                f"({type(err).__name__}: {reason}). It must be a .weights.h5 file "
+                "saved with `base.save_weights(...)` from "
+                "keras.applications.EfficientNetB0(include_top=False)."
+            ) from err
+    for w in caught:  # it loaded: pass on what Keras said
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def base_of(model: keras.Model) -> keras.Model:
