@@ -89,21 +89,29 @@ def base_of(model: keras.Model) -> keras.Model:
 
 
 def calibrate_batchnorm(model: keras.Model, dataset: tf.data.Dataset, max_images: int) -> int:
-    """Re-estimate the base's BatchNorm moving statistics as the running mean over `max_images`
-    training images (an offline stand-in for pretrained statistics). Returns images used."""
+    """Re-estimate the base's BatchNorm moving statistics as the mean of the batch statistics
+    over `max_images` training images (an offline stand-in for pretrained statistics).
+    Returns images used."""
     base = base_of(model)
     bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0  # each forward pass leaves that batch's statistics in the layer
+    forward = tf.function(lambda images: base(images, training=True))  # one trace, not eager
+    totals = [np.zeros((2, *bn.moving_mean.shape), np.float64) for bn in bns]
     seen = steps = 0
     try:
         for images, _ in dataset:
-            steps += 1
-            for bn in bns:
-                bn.momentum = 1.0 - 1.0 / steps  # cumulative average over the batches
-            base(images, training=True)
-            seen += int(images.shape[0])
+            forward(images)
+            for total, bn in zip(totals, bns):
+                total += [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+            steps, seen = steps + 1, seen + int(images.shape[0])
             if seen >= max_images:
                 break
+        for total, bn in zip(totals, bns):
+            if steps:
+                bn.moving_mean.assign(total[0] / steps)
+                bn.moving_variance.assign(total[1] / steps)
     finally:
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
