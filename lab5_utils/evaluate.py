@@ -48,13 +48,18 @@ def collect_predictions(
     model: Any, dataset: Iterable, keep_images: int = 16, max_batches: int | None = None
 ) -> Predictions:
     """Run `model` over `(images, labels)` batches in order; keep the first `keep_images` images."""
+    import tensorflow as tf
+
     labels, probs, images = [], [], []
-    kept = 0
+    kept, forward = 0, None
     for i, batch in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             break
         x, y = batch[0], batch[1]
-        probs.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
+        if forward is None:  # traced once for any batch size: predict_on_batch traces again
+            spec = tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))  # for a short last
+            forward = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+        probs.append(np.asarray(forward(x), dtype=np.float32))  # batch (2.3 s in the demo)
         labels.append(np.asarray(y).reshape(-1).astype(np.int64))
         if kept < keep_images:
             chunk = np.asarray(x)[: keep_images - kept]
