@@ -38,8 +38,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def remove_partial_files(folder: str | Path) -> list[Path]:
-    """Delete the temporary files a killed `atomic_path` left in `folder` (`.<name>.*.tmp`)."""
-    partial = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    """Delete the temporary files a killed `atomic_path` left in `folder` and below it
+    (`.<name>.*.tmp`; TensorBoard would read a left-over `.events.out.tfevents...tmp`)."""
+    partial = sorted(p for p in Path(folder).rglob(".*.tmp") if p.is_file())
     for path in partial:
         path.unlink(missing_ok=True)
     return partial

@@ -113,7 +113,7 @@ def test_run_killed_at_several_moments_resumes_with_every_epoch_exactly_once(tmp
     assert "resuming after epoch" in done.stdout
     assert list(load_history(run_dir)["epoch"]) == [1, 2, 3, 4]
     assert list(read_tensorboard(run_dir / "tb")["epoch"]) == [1, 2, 3, 4]
-    assert not any(p.name.startswith(".") for p in run_dir.iterdir())  # no partial files left
+    assert not any(p.name.startswith(".") for p in run_dir.rglob("*"))  # no partial files left
     assert (run_dir / "best.keras").is_file()
 
 
@@ -124,13 +124,16 @@ def test_resume_keeps_best_model_in_step_with_the_kept_epochs(tmp_path):
     for name, text in [("best.keras", "epoch 1"), (".best-002.partial.keras", "epoch 2"),
                        (".best-004.partial.keras", "epoch 4"), (".best-005.partial.keras", "torn"),
                        (".history.csv.k1x2.tmp", "half"), ("history.csv", "rows"),
-                       (".hidden-by-user", "keep")]:
+                       (".hidden-by-user", "keep"), ("tb/train/.events.out.tfevents.1.z.tmp", "")]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert _settle_best(tmp_path, finished=4) == tmp_path / "best.keras"
-    assert [p.name for p in remove_partial_files(tmp_path)] == [".history.csv.k1x2.tmp"]
+    assert [p.name for p in remove_partial_files(tmp_path)] == [
+        ".history.csv.k1x2.tmp", ".events.out.tfevents.1.z.tmp"]
     assert (tmp_path / "best.keras").read_text() == "epoch 4"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-by-user", "best.keras",
-                                                          "history.csv"]
+                                                          "history.csv", "tb"]
+    assert not any((tmp_path / "tb").rglob("*.tmp"))
     (tmp_path / ".best-006.partial.keras").write_text("epoch 6, killed before its backup")
     assert _settle_best(tmp_path, finished=5) is None
     assert (tmp_path / "best.keras").read_text() == "epoch 4"
