@@ -10,7 +10,10 @@ Optional caches keep decoded pixels so later epochs skip the JPEG decoding.
 from __future__ import annotations
 
 import random
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +104,23 @@ def _count(ds: tf.data.Dataset) -> int:
 
 
 def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    class_names, train_files, val_files, skipped = _folder_files(cfg)
+    root = cfg.folder
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} file(s) in {root} that are not usable images: "
+            + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            + ". Set strict_data=true (lab5 --strict) to stop on such files instead.",
+            stacklevel=2,
+        )
+    train, val = (_files_dataset(f) for f in (train_files, val_files))
+    info = DataInfo(class_names, len(train_files), len(val_files), f"folder:{root}", skipped)
+    return train, val, info
+
+
+def _folder_files(cfg: LabConfig) -> tuple[list[str], list, list, list[str]]:
+    """Class names, training and validation (path, label) pairs, and skipped files: from
+    `train/` and `validation/` when the folder has both, else a stratified split."""
     root = cfg.folder
     assert root is not None
     if not root.is_dir():
@@ -112,20 +132,41 @@ def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]
             raise DataUnavailableError(
                 f"{root}/train and {root}/validation have different class folders."
             )
-        skipped += val_skipped
-    else:
-        class_names, files, skipped = list_images(root, cfg.strict_data)
-        train_files, val_files = _stratified_split(files, cfg.validation_split, cfg.seed)
-    if skipped:
-        warnings.warn(
-            f"Skipped {len(skipped)} file(s) in {root} that are not usable images: "
-            + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-            + ". Set strict_data=true (lab5 --strict) to stop on such files instead.",
-            stacklevel=2,
-        )
-    train, val = (_files_dataset(f) for f in (train_files, val_files))
-    info = DataInfo(class_names, len(train_files), len(val_files), f"folder:{root}", skipped)
-    return train, val, info
+        return class_names, train_files, val_files, skipped + val_skipped
+    class_names, files, skipped = list_images(root, cfg.strict_data)
+    return class_names, *_stratified_split(files, cfg.validation_split, cfg.seed), skipped
+
+
+@contextmanager
+def naming_undecodable_files(cfg: LabConfig) -> Iterator[None]:
+    """With `strict_data` on a folder dataset, TensorFlow's decoding error (which names no file)
+    becomes a DataUnavailableError naming the first file that cannot be decoded."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        if not (cfg.is_folder and cfg.strict_data):
+            raise
+        print("[lab5] an image could not be decoded; decoding each file to find it...", flush=True)
+        found = undecodable_file(cfg)
+        if found is None:
+            raise
+        raise DataUnavailableError(
+            f"{found}. strict_data is on: remove or replace the file, or set strict_data=false "
+            "to skip such files with a warning."
+        ) from err
+
+
+def undecodable_file(cfg: LabConfig) -> str | None:
+    """"path: reason" of the first image of a folder dataset TensorFlow cannot decode, or None
+    (slow: decodes every file)."""
+    _, train_files, val_files, _ = _folder_files(cfg)
+    for path, _ in train_files + val_files:
+        try:
+            decode(tf.io.read_file(path), cfg.image_size)
+        except tf.errors.InvalidArgumentError as err:
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", err.message).strip()  # TF's op names
+            return f"{path}: {reason.splitlines()[0] if reason else 'cannot be decoded'}"
+    return None
 
 
 def list_images(

@@ -20,7 +20,7 @@ import pandas as pd
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
-from lab5_utils.data import load_splits
+from lab5_utils.data import load_splits, naming_undecodable_files
 from lab5_utils.evaluate import peak_memory_mb
 from lab5_utils.files import (
     atomic_write_json,
@@ -94,7 +94,8 @@ def run_stage(
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
-    model = stage_model(cfg, stage, train_ds, info.num_classes, transfer_dir)
+    with naming_undecodable_files(cfg):  # calibration reads training images
+        model = stage_model(cfg, stage, train_ds, info.num_classes, transfer_dir)
     if stage == "transfer":
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
@@ -120,8 +121,9 @@ def run_stage(
         _PromoteBest(run_dir),
     ]
     start = time.time()
-    model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
-              epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
+    with naming_undecodable_files(cfg):
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
+                  epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
     history = hist.load_history(run_dir)
     losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
     good = losses.apply(lambda c: c.map(math.isfinite)).all(axis=1)
@@ -163,7 +165,8 @@ def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
 def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
     """`schedules.find_lr` on the model the stage would start from (nothing is saved)."""
     train_ds, _, info = load_splits(cfg)
-    return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
+    with naming_undecodable_files(cfg):
+        return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
 
 
 def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils.data import DataUnavailableError, load_encoded, load_splits
+from lab5_utils.data import DataUnavailableError, load_encoded, load_splits, undecodable_file
+from lab5_utils.training import run_stage
 from tests.conftest import tiny_config
 
 
@@ -103,6 +104,12 @@ def test_strict_data_stops_at_the_first_damaged_file(tmp_path):
         for ds in (train, val):
             for _ in ds:
                 pass
+    # Training names the file: TensorFlow's decoding error does not
+    with pytest.raises(DataUnavailableError, match=r"cat/corrupt\.jpg: .*JPEG.*strict_data is on"):
+        run_stage(_cfg(tmp_path, root, strict_data=True), "transfer", verbose=0)
+    assert undecodable_file(_cfg(tmp_path, root)) is not None
+    (root / "cat" / "corrupt.jpg").unlink()
+    assert undecodable_file(_cfg(tmp_path, root)) is None
 
 
 def test_train_and_validation_sub_folders_are_used_as_given(tmp_path):
