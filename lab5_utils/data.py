@@ -496,7 +496,8 @@ def _cache_target(
 
 def _cache_file(prefix: Path, name: str, cfg: LabConfig) -> str:
     """`<prefix>-<fingerprint>`: a cache of other data or another image size is never reused.
-    Stale lock files of a killed run are removed (one process uses a cache at a time)."""
+    What a killed run left is removed (one process uses a cache at a time): the lock file
+    tf.data would refuse and the partly written `*.tempstate*` shard (as large as the cache)."""
     import hashlib
 
     key = [cfg.dataset, cfg.image_size, cfg.seed, cfg.validation_split, cfg.train_fraction,
@@ -504,8 +505,9 @@ def _cache_file(prefix: Path, name: str, cfg: LabConfig) -> str:
            cfg.synthetic_val_per_class, cfg.num_classes]
     target = prefix.with_name(f"{prefix.name}-{hashlib.sha1(repr(key).encode()).hexdigest()[:10]}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    for lock in target.parent.glob(f"{target.name}*.lockfile"):
-        lock.unlink()
+    for pattern in ("*.lockfile", "*.tempstate*"):
+        for stale in target.parent.glob(target.name + pattern):
+            stale.unlink()
     return str(target)
 
 

@@ -244,11 +244,16 @@ def test_training_cache_keeps_shrunk_images_and_a_file_cache_is_never_reused_for
         assert not np.array_equal(epochs[0], epochs[1])  # cached pixels, fresh crops
         names.append({p.stem for p in prefix.parent.glob("train-*.index")})
     assert len(names[0]) == 1 and len(names[1]) == 2  # one cache per image size
-    # A killed run leaves a lock file that tf.data would refuse; a new pipeline removes it
-    stale = prefix.parent / f"{names[0].pop()}_0.lockfile"
-    stale.write_text("")
+    # A killed run leaves a lock file that tf.data would refuse and a partly written shard;
+    # a new pipeline removes both and keeps the finished caches
+    name = names[0].pop()
+    stale = [prefix.parent / f"{name}_0.lockfile",
+             prefix.parent / f"{name}_0.data-00000-of-00001.tempstate1909219219747322338"]
+    for path in stale:
+        path.write_text("")
     make_pipeline(_encoded(images), cfg, training=True)
-    assert not stale.exists()
+    assert not any(path.exists() for path in stale)
+    assert len(list(prefix.parent.glob("train-*.index"))) == 2
 
 
 def test_auto_cache_too_big_for_ram_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):
