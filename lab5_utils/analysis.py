@@ -236,7 +236,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, max_batches: int | None
     """Top-1/top-5 of the transfer model and the best fine-tuned model, read from their training
     logs (validation metrics of the best epoch, the epoch `best.keras` holds), and a full
     evaluation of the better of the two on the validation split: one model to load, not two."""
-    from lab5_utils import data, evaluate
+    from lab5_utils import data, evaluate, pipeline
     from lab5_utils import model as mdl
     from lab5_utils.history import load_history
 
@@ -256,6 +256,6 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, max_batches: int | None
     _, val, info = data.load_encoded(cfg)
     model = mdl.load_model(Path(cfg.run_root) / runs[best_name] / "best.keras")
     evaluation, predictions = evaluate.evaluate_model(
-        model, data.make_pipeline(val, cfg, training=False), info.class_names, max_batches)
+        model, pipeline.make_pipeline(val, cfg, training=False), info.class_names, max_batches)
     summary["examples"] = info.num_val
     return ModelEvaluations(summary, best_name, evaluation, predictions, info.class_names)

@@ -145,7 +145,8 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
     training cache, "auto", holds these few hundred images in memory; validation has no cache),
     plus each split with the other cache setting, and the cache-filling first training epoch."""
     from lab5_utils.config import LabConfig
-    from lab5_utils.data import list_images, load_encoded, make_pipeline
+    from lab5_utils.data import list_images, load_encoded
+    from lab5_utils.pipeline import make_pipeline
 
     cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
                            batch_size=batch_size)
@@ -197,8 +198,9 @@ def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dic
     import tensorflow as tf
 
     from lab5_utils.config import LabConfig
-    from lab5_utils.data import load_encoded, make_pipeline
+    from lab5_utils.data import load_encoded
     from lab5_utils.model import build_model, compile_model, freeze_base
+    from lab5_utils.pipeline import make_pipeline
 
     cfg = LabConfig.preset("demo", dataset=f"folder:{root}", weights=None, image_size=image_size,
                            batch_size=batch_size)

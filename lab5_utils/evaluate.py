@@ -232,8 +232,8 @@ def predict_files(
     import tensorflow as tf
 
     from lab5_utils.config import LabConfig
-    from lab5_utils.data import make_pipeline
     from lab5_utils.model import load_model
+    from lab5_utils.pipeline import make_pipeline
 
     model = load_model(model_path)
     size = int(model.input_shape[1])

@@ -9,7 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import LabConfig
-from lab5_utils.data import make_pipeline
+from lab5_utils.pipeline import make_pipeline
 
 
 def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:

@@ -4,7 +4,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from lab5_utils.data import DataUnavailableError, load_encoded, load_splits, make_pipeline
+from lab5_utils.data import DataUnavailableError, load_encoded, load_splits
+from lab5_utils.pipeline import make_pipeline
 from tests.conftest import tiny_config
 
 
@@ -143,7 +144,7 @@ def test_validation_is_deterministic_and_matches_a_full_decode(tmp_path, size):
 
 
 def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_target_size():
-    from lab5_utils.data import decode, jpeg_scale
+    from lab5_utils.pipeline import decode, jpeg_scale
 
     assert [int(jpeg_scale(side, 224)) for side in (223, 447, 448, 512, 1792)] == [0, 0, 1, 1, 3]
     encoded = _food_like(1, shapes=((384, 512),))[0]
@@ -226,7 +227,7 @@ def test_in_memory_cache_too_big_for_ram_is_skipped_with_a_warning(tmp_path, mon
 def test_training_cache_keeps_shrunk_images_and_a_file_cache_is_never_reused_for_other_data(
     tmp_path,
 ):
-    from lab5_utils.data import cache_side, shrink
+    from lab5_utils.pipeline import cache_side, shrink
 
     assert cache_side(224) == 256 and cache_side(96) == 110
     encoded = _food_like(1, shapes=((384, 512),))[0]

@@ -1,0 +1,240 @@
+"""The input pipeline: encoded images -> batched uint8 images, decoded as little as possible.
+
+One path for training and evaluation: decode (only the crop, at a reduced DCT scale, when `crop`
+augmentation is on), augment (training only), resize to `image_size`, batch and prefetch. Pixels
+stay uint8 0..255: Keras EfficientNet rescales and normalizes inside the model, so normalizing here
+would do it twice (the original lab's bug). Optional caches keep decoded pixels so later epochs
+skip the JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import tensorflow as tf
+
+from lab5_utils.config import LabConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# --- decoding -----------------------------------------------------------------------
+# A JPEG's CPU cost is mostly entropy decoding, then IDCT, colour conversion and the resize. So:
+# decode only the crop (`decode_and_crop_jpeg`: rows below it are never decoded), at the smallest
+# DCT scale (1, 1/2, 1/4, 1/8) that still leaves `size` pixels on each side (never upscale a
+# reduced decode), resize (the only float work) and flip the small resized image.
+JPEG_SCALES = (1, 2, 4, 8)
+
+
+def decode(encoded: tf.Tensor, size: int, crop_seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Encoded JPEG/PNG -> uint8 [h, w, 3], ready to resize to `size`: JPEGs are decoded at the
+    smallest scale that keeps >= `size` px a side. With `crop_seed`, a random crop (35-100 % of
+    the area, aspect 3/4-4/3) that, for JPEGs, is decoded straight from the file."""
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.io.extract_jpeg_shape(encoded)
+        if crop_seed is None:
+            return _decode_jpeg_scaled(encoded, tf.reduce_min(shape[:2]), size, None)
+        box = _crop_box(shape, crop_seed)
+        return _decode_jpeg_scaled(encoded, tf.reduce_min(box[2:]), size, box)
+
+    def other() -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        if crop_seed is not None:
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
+            image = image[y : y + h, x : x + w]
+        return image
+
+    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def jpeg_scale(side: tf.Tensor, size: int) -> tf.Tensor:
+    """Index into `JPEG_SCALES` of the largest scale divisor r with `side // r >= size`."""
+    fits = [tf.cast(side // r >= size, tf.int32) for r in JPEG_SCALES[1:]]
+    return tf.add_n(fits)  # the conditions are nested: r=8 fits => r=4 and r=2 fit
+
+
+def _decode_jpeg_scaled(
+    encoded: tf.Tensor, side: tf.Tensor, size: int, box: tf.Tensor | None
+) -> tf.Tensor:
+    """Decode (the `box` [y, x, h, w] of) a JPEG at 1/r scale, r chosen from the shorter `side`."""
+
+    def at(r: int):
+        if box is None:
+            return lambda: tf.io.decode_jpeg(encoded, channels=3, ratio=r)
+        return lambda: tf.io.decode_and_crop_jpeg(encoded, box // r, channels=3, ratio=r)
+
+    return tf.switch_case(jpeg_scale(side, size), [at(r) for r in JPEG_SCALES])
+
+
+def _crop_box(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """[y, x, h, w] of a random crop of an image of `shape` (stateless: same seed, same box)."""
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4]), seed=seed, min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.35, 1.0), max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], extent[0], extent[1]])
+
+
+def batch_augmenter(augmentations: list[str], seed: int) -> tf.keras.Sequential | None:
+    """Keras preprocessing layers for the batch-level augmentations (rotation, zoom, contrast)."""
+    import keras
+
+    layers = {
+        "rotation": lambda: keras.layers.RandomRotation(0.08, seed=seed),
+        "zoom": lambda: keras.layers.RandomZoom(0.15, seed=seed),
+        "contrast": lambda: keras.layers.RandomContrast(0.25, seed=seed),
+    }
+    chosen = [layers[a]() for a in augmentations if a in layers]
+    return keras.Sequential(chosen, name="augment") if chosen else None
+
+
+def cache_side(image_size: int) -> int:
+    """Shorter side of the training images kept in the cache: 8/7 of the input size (256 px for
+    224), the margin random crops work in."""
+    return -(-image_size * 8 // 7)
+
+
+def shrink(encoded: tf.Tensor, side: int) -> tf.Tensor:
+    """Encoded image -> uint8 with the shorter side at most `side`, aspect kept. JPEGs are
+    decoded at the DCT scale that leaves less than 2x to shrink, so plain bilinear suffices
+    (an antialiased resize would cost 1.7x as much for the whole first epoch)."""
+    image = decode(encoded, side)
+    shape = tf.shape(image)[:2]
+    short = tf.reduce_min(shape)
+
+    def resized() -> tf.Tensor:
+        return _to_uint8(tf.image.resize(image, shape * side // short))
+
+    return tf.cond(short > side, resized, lambda: image)
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.round(image), tf.uint8)  # resizing 0..255 pixels stays inside 0..255
+
+
+def make_pipeline(
+    ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None
+) -> tf.data.Dataset:
+    """Encoded (image, label) -> batched (uint8 0..255 images, int32 labels), prefetched.
+
+    uint8 batches are a quarter the size of float32 ones; Keras casts them to the model's
+    float32 input inside the compiled step. Training: shuffle, random crop + flip (seeded per
+    element from `cfg.seed`, fresh every epoch), batch-level Keras augmentations; with
+    `cache_train`, images are decoded once (shorter side `cache_side`) and later epochs only crop,
+    resize and flip. Validation: deterministic, decoded once when `cache_validation` is on."""
+    augment = cfg.augmentations if training else []
+    crop, flip = "crop" in augment, "flip" in augment
+    size, count = cfg.image_size, num_examples or int(ds.cardinality())
+    # What the cache holds: the image shrunk for later crops (4:3 assumed), or the final image
+    side = cache_side(size) if crop else size
+    image_bytes = side * (side * 4 // 3 if crop else side) * 3
+    setting, field_name = (cfg.cache_train, "cache_train") if training else (
+        cfg.cache_validation, "cache_validation")
+    buffer = min(cfg.shuffle_buffer, count if count > 0 else cfg.shuffle_buffer)
+    held = count + buffer if training and count >= 0 else count  # the shuffle buffer, after the cache
+    cache = _cache_target(setting, field_name, held, image_bytes, cfg)
+
+    if cache is not None:
+        stored = (lambda e, y: (shrink(e, side), y)) if crop else (
+            lambda e, y: (_to_uint8(tf.image.resize(decode(e, size), [size, size])), y))
+        ds = _skip_undecodable(ds.map(stored, num_parallel_calls=AUTOTUNE), cfg).cache(cache)
+    if training:
+        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+
+    def prepare(image, label, seed=None):
+        crop_seed = flip_seed = None
+        if seed is not None:
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split([seed, 0], 2))
+        if cache is None:  # `image` is encoded: decode only the crop, at a reduced scale
+            image = decode(image, size, crop_seed if crop else None)
+        elif crop:
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
+            image = image[y : y + h, x : x + w]
+        if cache is None or crop:
+            image = _to_uint8(tf.image.resize(image, [size, size]))
+        if flip:  # on the small resized image
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        return image, label
+
+    if crop or flip:
+        # One random int64 per element from `cfg.seed`, new every epoch: stateless crops and
+        # flips are then reproducible, whatever order the parallel map runs them in.
+        seeds = tf.data.Dataset.random(cfg.seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, seed: (*example, seed))
+    if cache is None or crop or flip:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE,
+                    deterministic=cfg.deterministic or not training)
+        if cache is None:
+            ds = _skip_undecodable(ds, cfg)
+    ds = ds.batch(cfg.batch_size)
+    augmenter = batch_augmenter(augment, cfg.seed)
+    if augmenter is not None:
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_options())
+
+
+def _skip_undecodable(ds: tf.data.Dataset, cfg: LabConfig) -> tf.data.Dataset:
+    """Folder datasets: drop (and log) images whose decoding fails, unless `strict_data`."""
+    if cfg.is_folder and not cfg.strict_data:
+        return ds.ignore_errors(log_warning=True)
+    return ds
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    # Per-image ops are small: each runs on one thread; the parallel map is the parallelism.
+    options.threading.max_intra_op_parallelism = 1
+    # Fuse consecutive maps (e.g. a source's `read_file` and `prepare`): fewer thread hand-offs
+    options.experimental_optimization.map_fusion = True
+    return options
+
+
+def _cache_target(
+    setting: str, name: str, num_examples: int, image_bytes: int, cfg: LabConfig
+) -> str | None:
+    """`ds.cache` argument: None (off), "" (memory) or a file prefix. "memory" and "auto" need
+    the cache to fit in half the available RAM: else "memory" warns and "auto" says so; both
+    then run without a cache. A file cache's name carries a fingerprint of what it holds."""
+    if setting in ("", "off"):
+        return None
+    if setting not in ("memory", "auto"):
+        return _cache_file(Path(setting).expanduser(), name, cfg)
+    import psutil
+
+    needed = num_examples * image_bytes  # uint8 pixels; num_examples < 0: unknown
+    available = psutil.virtual_memory().available
+    if 0 <= needed <= available // 2:
+        return ""
+    size = f"{needed / 2**30:.1f} GiB" if num_examples >= 0 else "an unknown size"
+    message = (
+        f"{name}={setting!r}: no cache, it would take {size}, more than half of the "
+        f"{available / 2**30:.1f} GiB available; every epoch decodes the images again. "
+        f"Set {name} to a file path (on a disk with room) to cache on disk."
+    )
+    if setting == "memory":
+        warnings.warn(message, stacklevel=3)
+    else:
+        print(message)
+    return None
+
+
+def _cache_file(prefix: Path, name: str, cfg: LabConfig) -> str:
+    """`<prefix>-<fingerprint>`: a cache of other data or another image size is never reused.
+    What a killed run left is removed (one process uses a cache at a time): the lock file
+    tf.data would refuse and the partly written `*.tempstate*` shard (as large as the cache)."""
+    import hashlib
+
+    key = [cfg.dataset, cfg.image_size, cfg.seed, cfg.validation_split, cfg.train_fraction,
+           "crop" in cfg.augmentations, name, cfg.synthetic_train_per_class,
+           cfg.synthetic_val_per_class, cfg.num_classes]
+    target = prefix.with_name(f"{prefix.name}-{hashlib.sha1(repr(key).encode()).hexdigest()[:10]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for pattern in ("*.lockfile", "*.tempstate*"):
+        for stale in target.parent.glob(target.name + pattern):
+            stale.unlink()
+    return str(target)
