@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,10 @@ def run_stage(
         _PromoteBest(run_dir),
     ]
     start = time.time()
-    with naming_undecodable_files(cfg):
+    with naming_undecodable_files(cfg), warnings.catch_warnings():
+        # A folder dataset that drops undecodable images has no known length, so Keras warns
+        # "Your input ran out of data" when each pass ends; every epoch is one whole pass.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
         model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
                   epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
     history = hist.load_history(run_dir)

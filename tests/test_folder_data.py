@@ -91,6 +91,18 @@ def test_damaged_and_non_image_files_are_skipped_counted_and_named(tmp_path):
     assert _snapshot(root) == before
 
 
+def test_training_on_a_folder_with_a_damaged_image_runs_quietly(tmp_path, recwarn):
+    root = _damaged_folder(tmp_path)
+    result = run_stage(_cfg(tmp_path, root, transfer_epochs=2, validation_split=0.25), "transfer",
+                       verbose=0)
+    assert list(result.history["epoch"]) == [1, 2]
+    messages = [str(w.message) for w in recwarn]
+    assert any("Skipped 4 file(s)" in m for m in messages)
+    # the corrupt image is dropped, so the dataset has no known length: Keras' warning about it
+    # ("ran out of data") would only alarm a user whose epochs are complete
+    assert not [m for m in messages if "ran out of data" in m]
+
+
 def test_strict_data_stops_at_the_first_damaged_file(tmp_path):
     root = _damaged_folder(tmp_path)
     with pytest.raises(DataUnavailableError, match=r"truncated\.jpg: truncated JPEG.*strict_data"):
