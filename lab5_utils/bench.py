@@ -74,8 +74,9 @@ def food_like_jpeg(rng: np.random.Generator, height: int, width: int) -> bytes:
 
 
 def write_food_like_folder(root: Path, count: int, seed: int = 0) -> dict[str, Any]:
-    """`root/train/<class>/*.jpg` with `count` images and `root/validation` -> the same files,
-    so both splits of a `folder:` dataset hold all of them. Returns file size statistics."""
+    """`root/train/<class>/*.jpg` with `count` images, and `root/validation` and `root/test` ->
+    the same files, so every split of a `folder:` dataset holds all of them (a benchmark
+    measures speed, not accuracy). Returns file size statistics."""
     rng = np.random.default_rng(seed)
     sizes = []
     for i in range(count):
@@ -84,7 +85,8 @@ def write_food_like_folder(root: Path, count: int, seed: int = 0) -> dict[str, A
         data = food_like_jpeg(rng, *SHAPES[i % len(SHAPES)])
         (folder / f"{i:05d}.jpg").write_bytes(data)
         sizes.append(len(data) / 1024)
-    (root / "validation").symlink_to("train", target_is_directory=True)
+    for split in ("validation", "test"):
+        (root / split).symlink_to("train", target_is_directory=True)
     return {"count": count, "kb_min": round(min(sizes), 1),
             "kb_median": round(statistics.median(sizes), 1), "kb_max": round(max(sizes), 1),
             "shapes": sorted({f"{w}x{h}" for h, w in SHAPES})}
@@ -151,7 +153,7 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
 
     cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
                            batch_size=batch_size)
-    train, val, info = load_encoded(cfg)
+    train, val, _, info = load_encoded(cfg)
     variants = {
         "train": (train, cfg, True),
         "train_uncached": (train, cfg.replace(cache_train=""), True),
@@ -207,7 +209,7 @@ def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dic
 
     cfg = LabConfig.preset("demo", dataset=f"folder:{root}", weights=None, image_size=image_size,
                            batch_size=batch_size)
-    train, _, info = load_encoded(cfg)
+    train, _, _, info = load_encoded(cfg)
     pipeline = make_pipeline(train, cfg, training=True, num_examples=info.num_train)
     images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in pipeline])
     in_memory = tf.data.Dataset.from_tensor_slices(

@@ -41,13 +41,15 @@ class LabConfig:
     mixed_precision: str = "auto"
     jit_compile: bool = False
     train_fraction: float = 1.0
-    validation_split: float = 0.2
+    validation_split: float = 0.1
+    test_split: float = 0.1
     shuffle_buffer: int = 2048
     cache_train: str = "auto"
     cache_validation: str = ""
     num_classes: int = 10
     synthetic_train_per_class: int = 40
     synthetic_val_per_class: int = 12
+    synthetic_test_per_class: int = 12
     calibration_images: int = 256
     deterministic: bool = True
     strict_data: bool = False
@@ -66,7 +68,7 @@ class LabConfig:
             check_learning_rate(getattr(self, name), name)
         _check_int(self, "image_size", 32)
         for name in ("batch_size", "transfer_epochs", "finetune_epochs", "num_classes",
-                     "synthetic_train_per_class", "synthetic_val_per_class",
+                     "synthetic_train_per_class", "synthetic_val_per_class", "synthetic_test_per_class",
                      "calibration_images", "shuffle_buffer"):
             _check_int(self, name, 1)
         if self.num_classes < 2:
@@ -82,7 +84,8 @@ class LabConfig:
             _check_choice("augmentations", aug, AUGMENTATIONS)
         parse_unfreeze(self.unfreeze)
         for name, lo, hi in (("dropout", 0.0, 0.99), ("warmup_fraction", 0.0, 0.9),
-                             ("validation_split", 0.01, 0.9), ("train_fraction", 1e-6, 1.0)):
+                             ("validation_split", 0.01, 0.5), ("test_split", 0.01, 0.5),
+                             ("train_fraction", 1e-6, 1.0)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not lo <= value <= hi:
                 _fail(name, value, f"a number from {lo} to {hi}")
@@ -162,14 +165,16 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
                  finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
                  unfreeze="top:20",
                  num_classes=10, synthetic_train_per_class=30, synthetic_val_per_class=10,
+                 synthetic_test_per_class=20,
                  calibration_images=128, cache_validation="auto", run_root="runs/demo"),
     "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
                   finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
+                  validation_split=0.05,
                   run_root="runs/quick"),
     "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                  transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
-                 finetune_learning_rate=1e-5, run_root="runs/full"),
+                 finetune_learning_rate=1e-5, validation_split=0.05, run_root="runs/full"),
 }
 
 

@@ -1,8 +1,10 @@
-"""Data sources: Food-101 (tfds), an image folder, or a synthetic set.
+"""Data sources: Food-101 (tfds), an image folder, or a synthetic set, each in three splits.
 
-Every source yields *encoded* images and int32 labels 0..C-1; `pipeline.make_pipeline` turns
-them into batches (`load_splits` does both). Folder datasets are checked file by file: damaged
-and non-image files are skipped with a warning, or stop the run with `strict_data`.
+*train* fits the model; *validation* makes every choice (the best epoch, the sweep's best learning
+rate); *test* is measured once per finished run and chooses nothing. Every source yields
+*encoded* images and int32 labels 0..C-1; `pipeline.make_pipeline` turns them into batches
+(`load_splits` does both). Folder datasets are checked file by file: damaged and non-image files
+are skipped with a warning, or stop the run with `strict_data`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,21 +26,37 @@ from lab5_utils.pipeline import decode, make_pipeline
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class DataInfo:
-    """What a split pair holds."""
+    """What the three splits hold."""
 
     class_names: list[str]
     num_train: int
     num_val: int
     source: str
     skipped_files: list[str] = field(default_factory=list)
+    num_test: int = 0
+    split_rule: str = ""  # how the validation and test images were chosen
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
+
+
+class Splits(NamedTuple):
+    """The train, validation and test datasets of a source, and what they hold."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    info: DataInfo
 
 
 class DataUnavailableError(RuntimeError):
@@ -45,8 +64,8 @@ class DataUnavailableError(RuntimeError):
 
 
 # --- sources: (encoded image bytes, int32 label) -------------------------------------------
-def load_encoded(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
-    """Unbatched datasets of (encoded image, label) for the train and validation splits."""
+def load_encoded(cfg: LabConfig) -> Splits:
+    """Unbatched datasets of (encoded image, label) for the train, validation and test splits."""
     if cfg.dataset == "food101":
         return _food101(cfg)
     if cfg.dataset == "synthetic":
@@ -54,13 +73,27 @@ def load_encoded(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, Data
     return _folder(cfg)
 
 
-def _food101(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+def food101_splits(cfg: LabConfig) -> dict[str, str]:
+    """tfds split strings of the three roles. Food-101's tfds `validation` split is its official
+    test set (250 images a class), so it is the test split here; validation is a seeded hold-out
+    of `validation_split` (a whole percent) of tfds `train`. tfds stores examples in a shuffled
+    order, so a block of it is a random sample; the seed chooses where the block starts."""
+    width = min(50, max(1, round(100 * cfg.validation_split)))
+    start = random.Random(cfg.seed).randint(0, 100 - width)
+    end = start + width
+    train = "+".join(part for part, keep in ((f"train[:{start}%]", start > 0),
+                                             (f"train[{end}%:]", end < 100)) if keep)
+    return {"train": train, "validation": f"train[{start}%:{end}%]", "test": "validation"}
+
+
+def _food101(cfg: LabConfig) -> Splits:
     import tensorflow_datasets as tfds
 
+    splits = food101_splits(cfg)
     try:
-        (train, val), info = tfds.load(
-            "food101", split=["train", "validation"], as_supervised=True, with_info=True,
-            shuffle_files=True, decoders={"image": tfds.decode.SkipDecoding()},
+        datasets, info = tfds.load(
+            "food101", split=[splits[name] for name in SPLITS], as_supervised=True,
+            with_info=True, shuffle_files=True, decoders={"image": tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
         )
     except Exception as err:  # tfds raises many kinds: network, checksum, disk
@@ -71,11 +104,14 @@ def _food101(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo
             "with one sub-folder of images per class."
         ) from err
     class_names = list(info.features["label"].names)
-    train, val = (d.map(_to_int32_label, num_parallel_calls=AUTOTUNE) for d in (train, val))
+    train, val, test = (d.map(_to_int32_label, num_parallel_calls=AUTOTUNE) for d in datasets)
     if cfg.train_fraction < 1.0:
         per_class = max(1, round(cfg.train_fraction * 750))  # Food-101: 750 train images a class
         train = _take_per_class(train, len(class_names), per_class).cache()
-    return train, val, DataInfo(class_names, _count(train), _count(val), "food101")
+    rule = (f"validation: tfds {splits['validation']} (seeded hold-out of tfds train); "
+            "test: tfds validation (Food-101's official test set)")
+    return Splits(train, val, test, DataInfo(class_names, _count(train), _count(val), "food101",
+                                             num_test=_count(test), split_rule=rule))
 
 
 def _take_per_class(ds: tf.data.Dataset, num_classes: int, per_class: int) -> tf.data.Dataset:
@@ -102,8 +138,8 @@ def _count(ds: tf.data.Dataset) -> int:
     return int(ds.reduce(np.int64(0), lambda c, _: c + 1))
 
 
-def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
-    class_names, train_files, val_files, skipped = _folder_files(cfg)
+def _folder(cfg: LabConfig) -> Splits:
+    class_names, files, skipped, rule = _folder_files(cfg)
     root = cfg.folder
     if skipped:
         warnings.warn(
@@ -112,28 +148,42 @@ def _folder(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]
             + ". Set strict_data=true (lab5 --strict) to stop on such files instead.",
             stacklevel=2,
         )
-    train, val = (_files_dataset(f) for f in (train_files, val_files))
-    info = DataInfo(class_names, len(train_files), len(val_files), f"folder:{root}", skipped)
-    return train, val, info
+    train, val, test = (_files_dataset(files[name]) for name in SPLITS)
+    info = DataInfo(class_names, len(files["train"]), len(files["validation"]), f"folder:{root}",
+                    skipped, num_test=len(files["test"]), split_rule=rule)
+    return Splits(train, val, test, info)
 
 
-def _folder_files(cfg: LabConfig) -> tuple[list[str], list, list, list[str]]:
-    """Class names, training and validation (path, label) pairs, and skipped files: from
-    `train/` and `validation/` when the folder has both, else a stratified split."""
+def _folder_files(cfg: LabConfig) -> tuple[list[str], dict[str, list], list[str], str]:
+    """Class names, {split: (path, label) pairs}, skipped files and the rule that made the
+    splits. `train/`, `validation/` and `test/` sub-folders are used as given; a missing
+    validation or test split is a seeded, stratified split of `train/` (of the folder itself
+    when it has no `train/`): `validation_split` and `test_split` of each class."""
     root = cfg.folder
     assert root is not None
     if not root.is_dir():
         raise DataUnavailableError(f"dataset folder {str(root)!r} does not exist or is not a folder.")
-    if (root / "train").is_dir() and (root / "validation").is_dir():
-        class_names, train_files, skipped = list_images(root / "train", cfg.strict_data)
-        val_names, val_files, val_skipped = list_images(root / "validation", cfg.strict_data)
-        if val_names != class_names:
+    given = [name for name in SPLITS if (root / name).is_dir()]
+    if given and "train" not in given:
+        raise DataUnavailableError(
+            f"dataset folder {str(root)!r} has {' and '.join(f'{n}/' for n in given)} but no "
+            "train/ sub-folder: add train/, or put the class folders directly in it."
+        )
+    files, skipped, class_names = {}, [], None
+    for name in given or ["train"]:
+        names, found, bad = list_images(root / name if given else root, cfg.strict_data)
+        if class_names is not None and names != class_names:
             raise DataUnavailableError(
-                f"{root}/train and {root}/validation have different class folders."
+                f"{root}/train and {root}/{name} have different class folders."
             )
-        return class_names, train_files, val_files, skipped + val_skipped
-    class_names, files, skipped = list_images(root, cfg.strict_data)
-    return class_names, *_stratified_split(files, cfg.validation_split, cfg.seed), skipped
+        class_names, files[name], skipped = names, found, skipped + bad
+    missing = {name: getattr(cfg, f"{name}_split") for name in SPLITS[1:] if name not in files}
+    files.update(_stratified_split(files, missing, cfg.seed, class_names))
+    rule = "; ".join(
+        f"{name}: {root / name}/" if name in given else
+        f"{name}: {missing[name]:.0%} of each class of {root / 'train' if given else root}/ "
+        f"(seed {cfg.seed})" for name in SPLITS[1:])
+    return class_names, files, skipped, rule
 
 
 @contextmanager
@@ -158,8 +208,8 @@ def naming_undecodable_files(cfg: LabConfig) -> Iterator[None]:
 def undecodable_file(cfg: LabConfig) -> str | None:
     """"path: reason" of the first image of a folder dataset TensorFlow cannot decode, or None
     (slow: decodes every file)."""
-    _, train_files, val_files, _ = _folder_files(cfg)
-    for path, _ in train_files + val_files:
+    _, files, _, _ = _folder_files(cfg)
+    for path, _ in [f for name in SPLITS for f in files[name]]:
         try:
             decode(tf.io.read_file(path), cfg.image_size)
         except tf.errors.InvalidArgumentError as err:
@@ -224,19 +274,31 @@ def image_problem(path: Path) -> str | None:
     return "not a JPEG or PNG image (wrong file signature)"
 
 
-def _stratified_split(
-    files: list[tuple[str, int]], fraction: float, seed: int
-) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Per class, a seeded shuffle and the last `fraction` of files for validation."""
+def _stratified_split(files: dict[str, list], fractions: dict[str, float], seed: int,
+                      class_names: list[str]) -> dict[str, list]:
+    """Move `fractions` ({split: fraction}) of each class of `files["train"]` into new splits:
+    per class a seeded shuffle, then at least one image for each new split and for training."""
+    if not fractions:
+        return {}
     rng = random.Random(seed)
-    train, val = [], []
-    for label in sorted({lab for _, lab in files}):
-        items = [f for f in files if f[1] == label]
+    out: dict[str, list] = {"train": [], **{name: [] for name in fractions}}
+    for label, name in enumerate(class_names):
+        items = [f for f in files["train"] if f[1] == label]
         rng.shuffle(items)
-        n_val = max(1, round(len(items) * fraction)) if len(items) > 1 else 0
-        val += items[len(items) - n_val:]
-        train += items[: len(items) - n_val]
-    return train, val
+        if len(items) < len(fractions) + 1:
+            raise DataUnavailableError(
+                f"class folder {name!r} has {len(items)} usable image(s): too few to split off "
+                f"{' and '.join(fractions)} images (it needs at least {len(fractions) + 1}). Add "
+                f"images, or give the folder {' and '.join(f'{n}/' for n in fractions)} "
+                "sub-folders of its own."
+            )
+        total = len(items)
+        for split, fraction in fractions.items():
+            n = min(max(1, round(total * fraction)), len(items) - 1)
+            out[split] += items[len(items) - n:]
+            items = items[: len(items) - n]
+        out["train"] += items
+    return out
 
 
 def _files_dataset(files: list[tuple[str, int]]) -> tf.data.Dataset:
@@ -246,12 +308,17 @@ def _files_dataset(files: list[tuple[str, int]]) -> tf.data.Dataset:
     return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
 
 
-def _synthetic(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+def _synthetic(cfg: LabConfig) -> Splits:
+    """Three generated splits: the seed makes them distinct images of the same classes."""
     names = [f"class_{i:02d}_{_SHAPES[i % len(_SHAPES)]}" for i in range(cfg.num_classes)]
-    train = synthetic_images(cfg.num_classes, cfg.synthetic_train_per_class, cfg.seed)
-    val = synthetic_images(cfg.num_classes, cfg.synthetic_val_per_class, cfg.seed + 1)
-    datasets = [tf.data.Dataset.from_tensor_slices(split) for split in (train, val)]
-    return datasets[0], datasets[1], DataInfo(names, len(train[1]), len(val[1]), "synthetic")
+    per_class = (cfg.synthetic_train_per_class, cfg.synthetic_val_per_class,
+                 cfg.synthetic_test_per_class)
+    arrays = [synthetic_images(cfg.num_classes, n, cfg.seed + i) for i, n in enumerate(per_class)]
+    train, val, test = (tf.data.Dataset.from_tensor_slices(split) for split in arrays)
+    seeds = ", ".join(str(cfg.seed + i) for i in range(3))
+    info = DataInfo(names, *(len(a[1]) for a in arrays[:2]), "synthetic",
+                    num_test=len(arrays[2][1]), split_rule=f"three generated sets (seeds {seeds})")
+    return Splits(train, val, test, info)
 
 
 _SHAPES = ("disc", "square", "stripes", "ring")
@@ -289,11 +356,13 @@ def _hue_channel(x: float) -> float:
     return float(np.clip(abs((x % 1.0) * 6 - 3) - 1, 0, 1))
 
 
-def load_splits(cfg: LabConfig) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
-    """Batched, prefetched train and validation datasets plus their `DataInfo`."""
-    train, val, info = load_encoded(cfg)
-    return (
+def load_splits(cfg: LabConfig) -> Splits:
+    """Batched, prefetched train, validation and test datasets plus their `DataInfo`. The test
+    pipeline is never cached: it is read once per finished run."""
+    train, val, test, info = load_encoded(cfg)
+    return Splits(
         make_pipeline(train, cfg, training=True, num_examples=info.num_train),
         make_pipeline(val, cfg, training=False, num_examples=info.num_val),
+        make_pipeline(test, cfg.replace(cache_validation=""), training=False),
         info,
     )

@@ -32,7 +32,10 @@ def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
     """What the dataset holds and how the model sees it."""
     rows = {
         "source": info.source, "classes": info.num_classes,
-        "training images": info.num_train, "validation images": info.num_val,
+        "training images (fit)": info.num_train,
+        "validation images (choose epochs and learning rates)": info.num_val,
+        "test images (measured once per finished run)": info.num_test,
+        "how validation and test were chosen": info.split_rule,
         "examples scanned for the charts": scanned,
         "model input": f"{cfg.image_size} x {cfg.image_size} px, uint8 values 0..255",
         "augmentations (training only)": ", ".join(cfg.augmentations) or "none",

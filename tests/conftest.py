@@ -13,7 +13,8 @@ from lab5_utils.config import LabConfig  # noqa: E402
 def tiny_config(tmp_path, **overrides) -> LabConfig:
     """The demo preset shrunk for tests: still learnable, a few seconds per epoch."""
     values = dict(image_size=64, batch_size=16, transfer_epochs=3, finetune_epochs=1,
-                  synthetic_train_per_class=16, synthetic_val_per_class=6, num_classes=5,
+                  synthetic_train_per_class=16, synthetic_val_per_class=6, synthetic_test_per_class=6,
+                  num_classes=5,
                   calibration_images=64, run_root=str(tmp_path / "runs"))
     values.update(overrides)
     return LabConfig.preset("demo", **values)

@@ -22,17 +22,17 @@ def _check_batches(ds, num_classes, size):
 def test_food101_through_tfds_mock(tmp_path):
     cfg = tiny_config(tmp_path, dataset="food101", weights="imagenet", batch_size=4)
     with tfds.testing.mock_data(num_examples=12):
-        train, val, info = load_splits(cfg)
+        train, val, test, info = load_splits(cfg)
         assert info.num_classes == 101 and info.class_names[0] == "apple_pie"
-        assert (info.num_train, info.num_val) == (12, 12)
-        _check_batches(train, 101, 64)
-        _check_batches(val, 101, 64)
+        assert (info.num_train, info.num_val, info.num_test) == (12, 12, 12)  # the mock's size
+        for ds in (train, val, test):
+            _check_batches(ds, 101, 64)
 
 
 def test_food101_per_class_subset_keeps_at_most_the_quota(tmp_path):
     cfg = tiny_config(tmp_path, dataset="food101", train_fraction=1 / 750)
     with tfds.testing.mock_data(num_examples=300):
-        train, _, info = load_encoded(cfg)
+        train, _, _, info = load_encoded(cfg)
         labels = [int(y) for _, y in train]
     assert len(labels) == info.num_train and max(np.bincount(labels)) == 1
 
@@ -56,12 +56,13 @@ def _image_folder(root, classes=("apple", "bread", "cake"), per_class=4):
 
 def test_folder_source_with_jpeg_and_png_split_by_seed(tmp_path):
     root = _image_folder(tmp_path / "photos")
-    cfg = tiny_config(tmp_path, dataset=f"folder:{root}", validation_split=0.25, batch_size=3)
-    train, val, info = load_splits(cfg)
+    cfg = tiny_config(tmp_path, dataset=f"folder:{root}", validation_split=0.25, test_split=0.25,
+                      batch_size=3)
+    train, val, test, info = load_splits(cfg)
     assert info.class_names == ["apple", "bread", "cake"]
-    assert (info.num_train, info.num_val) == (9, 3)
-    _check_batches(train, 3, 64)
-    _check_batches(val, 3, 64)
+    assert (info.num_train, info.num_val, info.num_test) == (6, 3, 3)
+    for ds in (train, val, test):
+        _check_batches(ds, 3, 64)
     again = load_encoded(cfg)[1]
     assert [bytes(x.numpy()) for x, _ in again] == [bytes(x.numpy()) for x, _ in load_encoded(cfg)[1]]
 
@@ -70,8 +71,8 @@ def test_folder_with_train_and_validation_subfolders(tmp_path):
     root = tmp_path / "photos"
     _image_folder(root / "train")
     _image_folder(root / "validation", per_class=2)
-    _, _, info = load_encoded(tiny_config(tmp_path, dataset=f"folder:{root}"))
-    assert (info.num_train, info.num_val) == (12, 6)
+    info = load_encoded(tiny_config(tmp_path, dataset=f"folder:{root}", test_split=0.25)).info
+    assert (info.num_train, info.num_val, info.num_test) == (9, 6, 3)  # test: from train/
 
 
 def test_missing_folder_is_refused_by_name(tmp_path):
@@ -81,19 +82,19 @@ def test_missing_folder_is_refused_by_name(tmp_path):
 
 def test_synthetic_is_deterministic_by_seed(tmp_path):
     def first_images(seed):
-        train, _, _ = load_encoded(tiny_config(tmp_path, seed=seed))
+        train = load_encoded(tiny_config(tmp_path, seed=seed)).train
         return [bytes(x.numpy()) for x, _ in train.take(5)]
 
     assert first_images(1) == first_images(1)
     assert first_images(1) != first_images(2)
-    _, _, info = load_encoded(tiny_config(tmp_path))
+    info = load_encoded(tiny_config(tmp_path)).info
     assert info.class_names[0].startswith("class_00")
 
 
 def test_augmentation_changes_training_images_but_never_validation(tmp_path):
     cfg = tiny_config(tmp_path, augmentations=["flip", "crop", "rotation", "zoom", "contrast"],
                       batch_size=8)
-    train_raw, val_raw, _ = load_encoded(cfg)
+    train_raw, val_raw, _, _ = load_encoded(cfg)
     one = train_raw.take(8)
     pipe = make_pipeline(one, cfg.replace(shuffle_buffer=1), training=True)
     a, b = (next(iter(pipe))[0].numpy() for _ in range(2))
@@ -108,7 +109,7 @@ def test_augmentation_changes_training_images_but_never_validation(tmp_path):
 
 def test_training_split_is_reshuffled_every_epoch(tmp_path):
     cfg = tiny_config(tmp_path, augmentations=[], batch_size=100)
-    train, _, _ = load_splits(cfg)
+    train = load_splits(cfg).train
     first, second = ([int(y) for y in next(iter(train))[1]] for _ in range(2))
     assert sorted(first) == sorted(second) and first != second
 
@@ -271,7 +272,7 @@ def test_exploration_helpers_count_measure_and_preview_the_data(tmp_path):
     from lab5_utils import explore
 
     cfg = tiny_config(tmp_path)
-    train, _, info = load_encoded(cfg)
+    train, _, _, info = load_encoded(cfg)
     counts, sizes = explore.scan_examples(train, info.class_names, max_scan=1000)
     assert list(counts) == [cfg.synthetic_train_per_class] * cfg.num_classes
     assert len(sizes) == info.num_train and sizes["width"].between(72, 128).all()

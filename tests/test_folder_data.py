@@ -78,22 +78,23 @@ def test_damaged_and_non_image_files_are_skipped_counted_and_named(tmp_path):
     root = _damaged_folder(tmp_path)
     before = _snapshot(root)
     with pytest.warns(UserWarning) as warned:
-        train, val, info = load_splits(_cfg(tmp_path, root, cache_train="", validation_split=0.25))
+        train, val, test, info = load_splits(_cfg(tmp_path, root, cache_train="",
+                                                  validation_split=0.2, test_split=0.2))
     text = next(str(w.message) for w in warned if "Skipped" in str(w.message))
     assert "Skipped 4 file(s)" in text and "truncated.jpg (truncated JPEG" in text
     assert "strict_data" in text  # how to make it an error instead
     assert sorted(Path(p.split(" (")[0]).name for p in info.skipped_files) == [
         "notes.txt", "text.jpg", "truncated.jpg", "truncated.png"]
     # The corrupt file passes the listing and is dropped when decoding fails
-    assert info.num_train + info.num_val == 11
-    seen = sum(int(x.shape[0]) for ds in (train, val) for x, _ in ds)
+    assert info.num_train + info.num_val + info.num_test == 11
+    seen = sum(int(x.shape[0]) for ds in (train, val, test) for x, _ in ds)
     assert seen == 10
     assert _snapshot(root) == before
 
 
 def test_training_on_a_folder_with_a_damaged_image_runs_quietly(tmp_path, recwarn):
     root = _damaged_folder(tmp_path)
-    result = run_stage(_cfg(tmp_path, root, transfer_epochs=2, validation_split=0.25), "transfer",
+    result = run_stage(_cfg(tmp_path, root, transfer_epochs=2, validation_split=0.2), "transfer",
                        verbose=0)
     assert list(result.history["epoch"]) == [1, 2]
     messages = [str(w.message) for w in recwarn]
@@ -111,9 +112,9 @@ def test_strict_data_stops_at_the_first_damaged_file(tmp_path):
     (root / "cat" / "truncated.jpg").unlink()
     for name in ("truncated.png", "text.jpg", "notes.txt"):
         (root / "dog" / name).unlink()
-    train, val, _ = load_splits(_cfg(tmp_path, root, strict_data=True, cache_train=""))
+    train, val, test, _ = load_splits(_cfg(tmp_path, root, strict_data=True, cache_train=""))
     with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG data"):
-        for ds in (train, val):
+        for ds in (train, val, test):
             for _ in ds:
                 pass
     # Training names the file: TensorFlow's decoding error does not
@@ -128,8 +129,10 @@ def test_train_and_validation_sub_folders_are_used_as_given(tmp_path):
     root = tmp_path / "photos"
     _folder(root / "train", per_class=3)
     _folder(root / "validation", per_class=2)
-    _, _, info = load_encoded(_cfg(tmp_path, root))
-    assert (info.num_train, info.num_val, info.class_names) == (6, 4, ["cat", "dog"])
+    _folder(root / "test", per_class=1)
+    info = load_encoded(_cfg(tmp_path, root)).info
+    assert (info.num_train, info.num_val, info.num_test) == (6, 4, 2)
+    assert info.class_names == ["cat", "dog"]
     (root / "validation" / "dog").rename(root / "validation" / "wolf")
     with pytest.raises(DataUnavailableError, match="different class folders"):
         load_encoded(_cfg(tmp_path, root))
