@@ -1,10 +1,9 @@
-"""Evaluation: predictions, top-k / per-class accuracy, confusions, and resource usage of runs."""
+"""Evaluation: predictions, top-k / per-class accuracy, confusions, the most confidently wrong
+images, and the per-image test predictions saved in each run folder."""
 
 from __future__ import annotations
 
 import json
-import sys
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RESOURCE_COLUMNS = [
-    "run", "stage", "learning_rate", "trainable_params",
-    "seconds_per_epoch", "peak_memory_mb", "memory_kind",
-]  # fmt: skip
+PREDICTIONS_FILE = "test_predictions.npz"  # per-image test predictions in each run folder
 
 
 @dataclass
@@ -31,6 +27,10 @@ class Predictions:
     def y_pred(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
 
+    @property
+    def correct(self) -> np.ndarray:
+        return self.y_pred == self.y_true
+
 
 @dataclass
 class Evaluation:
@@ -42,6 +42,7 @@ class Evaluation:
     confusion: np.ndarray  # [C, C], rows = true class, row-normalized
     confused_pairs: pd.DataFrame  # true, predicted, count, share_of_true
     num_examples: int
+    loss: float = float("nan")  # mean sparse cross-entropy
 
 
 def collect_predictions(
@@ -136,6 +137,7 @@ def evaluate_predictions(
         confusion=confusion,
         confused_pairs=pairs.head(top_pairs).reset_index(drop=True),
         num_examples=int(n),
+        loss=float(-np.log(np.clip(true_prob.astype(np.float64), 1e-7, 1.0)).mean()),
     )
 
 
@@ -147,75 +149,48 @@ def evaluate_model(
     return evaluate_predictions(preds.y_true, preds.probs, class_names), preds
 
 
+def top_losses(y_true: np.ndarray, probs: np.ndarray, n: int = 9) -> pd.DataFrame:
+    """The `n` most confidently wrong images: misclassified ones by the probability of their
+    (wrong) predicted class, highest first (ties: lower index first). Columns: index, true,
+    predicted, probability (of the prediction), true_probability."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, np.float64)
+    y_pred = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(probs)), y_pred]
+    wrong = np.flatnonzero(y_pred != y_true)
+    order = wrong[np.lexsort((wrong, -confidence[wrong]))][:n]
+    return pd.DataFrame({"index": order, "true": y_true[order], "predicted": y_pred[order],
+                         "probability": confidence[order],
+                         "true_probability": probs[order, y_true[order]]})
+
+
+def save_predictions(path: str | Path, predictions: Predictions) -> Path:
+    """Per-image labels and probabilities (about 10 MB for Food-101's 25,250 x 101), atomically."""
+    from lab5_utils.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, y_true=predictions.y_true.astype(np.int32),
+                                probs=predictions.probs.astype(np.float32))
+    return Path(path)
+
+
+def load_predictions(run_dir: str | Path) -> Predictions:
+    """The test predictions a finished run saved (no images)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run has no saved test predictions "
+                                "(it was trained by an older lab5, or is not finished).")
+    with np.load(path) as saved:
+        probs = saved["probs"].astype(np.float32)
+        return Predictions(saved["y_true"].astype(np.int64), probs, np.zeros((0, 0, 0, 3), np.uint8))
+
+
 def best_and_worst(per_class: pd.DataFrame, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The `n` best and `n` worst classes by accuracy (NaN ignored, ties by class name)."""
     valid = per_class.dropna(subset=["accuracy"])
     best = valid.sort_values(["accuracy", "class"], ascending=[False, True]).head(n)
     worst = valid.sort_values(["accuracy", "class"], ascending=[True, True]).head(n)
     return best.reset_index(drop=True), worst.reset_index(drop=True)
-
-
-def resource_table(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run folder with a `metrics.json`; missing keys become NaN.
-
-    A single path is taken as one run if it has a `metrics.json`, else as a folder of runs.
-    """
-    if isinstance(run_dirs, (str, Path)):
-        root = Path(run_dirs)
-        run_dirs = [root] if (root / "metrics.json").is_file() else sorted(root.glob("*"))
-    rows = []
-    for run in map(Path, run_dirs):
-        path = run / "metrics.json"
-        if not path.is_file():
-            continue
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            warnings.warn(f"skipping {path}: {err}", stacklevel=2)
-            continue
-        rows.append({"run": run.name, **{k: metrics.get(k, np.nan) for k in RESOURCE_COLUMNS[1:]}})
-    return pd.DataFrame(rows, columns=RESOURCE_COLUMNS)
-
-
-def memory_increase(table: pd.DataFrame) -> float | None:
-    """Percent increase of mean finetune peak memory over mean transfer peak memory.
-
-    None when either stage has no measurement, the transfer peak is not positive, or the
-    two stages were measured differently (e.g. "rss" vs "gpu").
-    """
-    if table.empty or not {"stage", "peak_memory_mb", "memory_kind"} <= set(table.columns):
-        return None
-    mem = pd.to_numeric(table["peak_memory_mb"], errors="coerce")
-    valid = table[mem.notna()].assign(peak_memory_mb=mem[mem.notna()])
-    transfer = valid[valid["stage"] == "transfer"]
-    finetune = valid[valid["stage"] == "finetune"]
-    if transfer.empty or finetune.empty:
-        return None
-    if pd.concat([transfer, finetune])["memory_kind"].dropna().nunique() > 1:
-        return None
-    base = transfer["peak_memory_mb"].mean()
-    if base <= 0:
-        return None
-    return float((finetune["peak_memory_mb"].mean() - base) / base * 100.0)
-
-
-def peak_memory_mb() -> tuple[float | None, str]:
-    """Peak memory of this process: GPU:0 peak if there is a GPU, else peak RSS."""
-    try:
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "gpu"
-    except Exception:  # no TensorFlow, or memory info not supported on this device
-        pass
-    try:
-        import resource
-
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # Linux reports kilobytes, macOS bytes.
-        return maxrss / (2**20 if sys.platform == "darwin" else 2**10), "rss"
-    except Exception:
-        return None, "unavailable"
 
 
 def class_names_for(model_path: str | Path) -> list[str] | None:

@@ -10,14 +10,11 @@ import pandas as pd
 import pytest
 
 from lab5_utils.evaluate import (
-    RESOURCE_COLUMNS,
     best_and_worst,
     collect_predictions,
     evaluate_model,
     evaluate_predictions,
-    memory_increase,
-    peak_memory_mb,
-    resource_table,
+    top_losses,
 )
 
 
@@ -187,62 +184,52 @@ def test_evaluate_model_top1_matches_keras_evaluate(tiny_model_and_data):
     assert ev.num_examples == len(preds.y_true) == len(labels)
 
 
-def write_run(root, name, **metrics):
-    (root / name).mkdir()
-    (root / name / "metrics.json").write_text(json.dumps(metrics))
-
-
-def test_resource_table_and_memory_increase(tmp_path):
-    write_run(tmp_path, "t1", stage="transfer", learning_rate=1e-3, trainable_params=100,
-              seconds_per_epoch=2.0, peak_memory_mb=400.0, memory_kind="rss")  # fmt: skip
-    write_run(tmp_path, "f1", stage="finetune", learning_rate=1e-5, trainable_params=5000,
-              seconds_per_epoch=3.0, peak_memory_mb=500.0, memory_kind="rss")  # fmt: skip
-    write_run(tmp_path, "f2", stage="finetune", peak_memory_mb=700.0, memory_kind="rss")
-    (tmp_path / "no_metrics").mkdir()
-
-    table = resource_table(sorted(tmp_path.iterdir()))
-    assert list(table.columns) == RESOURCE_COLUMNS
-    assert list(table["run"]) == ["f1", "f2", "t1"]
-    f2 = table.set_index("run").loc["f2"]
-    assert math.isnan(f2["learning_rate"]) and math.isnan(f2["seconds_per_epoch"])
-    assert table.set_index("run").loc["t1", "trainable_params"] == 100
-    # a single parent folder gives the same rows
-    pd.testing.assert_frame_equal(resource_table(tmp_path), table)
-    # finetune mean 600 vs transfer 400
-    assert memory_increase(table) == pytest.approx(50.0)
-
-
-def test_memory_increase_not_measurable(tmp_path):
-    assert list(resource_table([tmp_path]).columns) == RESOURCE_COLUMNS
-    assert memory_increase(resource_table([tmp_path])) is None
-    write_run(tmp_path, "t", stage="transfer", peak_memory_mb=400.0, memory_kind="rss")
-    assert memory_increase(resource_table(tmp_path)) is None  # no finetune run
-    write_run(tmp_path, "f", stage="finetune", memory_kind="rss")  # no memory figure
-    assert memory_increase(resource_table(tmp_path)) is None
-    write_run(tmp_path, "g", stage="finetune", peak_memory_mb=300.0, memory_kind="gpu")
-    assert memory_increase(resource_table(tmp_path)) is None  # rss vs gpu: not comparable
-
-
-def test_peak_memory_mb_reports_rss_on_cpu():
-    value, kind = peak_memory_mb()
-    assert kind in {"rss", "gpu"}
-    assert value is not None and value > 1.0
+def test_top_losses_are_the_most_confidently_wrong_in_order():
+    y_true = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.array([
+        [0.9, 0.05, 0.05],  # right
+        [0.7, 0.2, 0.1],    # wrong, 70 % on class 0
+        [0.05, 0.9, 0.05],  # wrong, 90 %: the worst
+        [0.3, 0.6, 0.1],    # wrong, 60 %
+        [0.1, 0.8, 0.1],    # right, very sure
+        [0.2, 0.1, 0.7],    # right
+    ])
+    top = top_losses(y_true, probs, n=2)
+    assert list(top["index"]) == [2, 1] and list(top["predicted"]) == [1, 0]
+    assert list(top["true"]) == [2, 1]
+    np.testing.assert_allclose(top["probability"], [0.9, 0.7])
+    np.testing.assert_allclose(top["true_probability"], [0.05, 0.2])
+    assert list(top_losses(y_true, probs, n=10)["index"]) == [2, 1, 3]  # only the wrong ones
+    assert top_losses(np.array([0]), np.array([[1.0, 0.0]])).empty
 
 
 @pytest.mark.slow
-def test_the_model_table_matches_a_fresh_evaluation_of_the_better_model(trained_lab):
+def test_saved_test_predictions_match_a_fresh_evaluation_of_best_keras(trained_lab):
     from lab5_utils import analysis
-    from lab5_utils.config import lr_label
+    from lab5_utils.data import load_splits
+    from lab5_utils.evaluate import load_predictions
+    from lab5_utils.model import load_model
 
     cfg, transfer, finetune = trained_lab
+    test = load_splits(cfg).test
+    for run in (transfer, finetune):
+        saved = load_predictions(run.run_dir)
+        names = json.loads((run.run_dir / "class_names.json").read_text())
+        again = collect_predictions(load_model(run.run_dir / "best.keras"), test)
+        fresh = evaluate_predictions(again.y_true, again.probs, names)
+        np.testing.assert_array_equal(saved.y_true, again.y_true)
+        np.testing.assert_allclose(saved.probs, again.probs, atol=1e-5)
+        assert saved.probs.shape == (cfg.num_classes * cfg.synthetic_test_per_class, cfg.num_classes)
+        assert run.metrics["test_accuracy"] == pytest.approx(fresh.top1)
+        assert run.metrics["test_top5"] == pytest.approx(fresh.top5)
+        assert run.metrics["test_loss"] == pytest.approx(fresh.loss, rel=1e-4)
+        assert run.metrics["num_test"] == fresh.num_examples
     table = analysis.results_table(cfg, [cfg.finetune_learning_rate])
-    result = analysis.evaluate_models(cfg, table)
-    summary = result.summary.set_index("model")["top-1 accuracy (%)"]
-    names = ["transfer", f"fine-tuned, lr={lr_label(cfg.finetune_learning_rate)}"]
-    assert list(summary.index) == names
-    for name, run in zip(names, (transfer, finetune)):
-        assert summary[name] == round(100 * run.metrics["best_val_accuracy"], 2)
-    assert summary[result.best_name] == summary.max()
-    # The table comes from the training logs; evaluating best.keras again gives the same number
-    assert 100 * result.evaluation.top1 == pytest.approx(summary[result.best_name], abs=0.01)
-    assert result.evaluation.num_examples == result.summary["examples"].iloc[0] == cfg.num_classes * 6
+    result = analysis.evaluate_models(cfg, table, sample=4, worst=3)
+    assert list(result.summary["test images"]) == [fresh.num_examples] * 2
+    chosen = transfer if result.best_name == "transfer" else finetune
+    assert 100 * result.evaluation.top1 == pytest.approx(100 * chosen.metrics["test_accuracy"])
+    # the images shown are the test images at those indices, as the test pipeline yields them
+    batch = np.concatenate([np.asarray(x) for x, _ in test])
+    np.testing.assert_array_equal(result.predictions.images, batch[:4])
+    np.testing.assert_array_equal(result.top_loss_images, batch[result.top_losses["index"]])
