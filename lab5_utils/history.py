@@ -8,6 +8,7 @@ are read or written, so that working with `history.csv` files stays quick.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -99,11 +100,53 @@ def summarize_runs(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, list[str]
     rows = []
     for (path, history), name in zip(found, names, strict=True):
         row = {"run": str(path) if names.count(name) > 1 else name, "epochs": len(history)}
-        rows.append(row | _best_and_final(history))
-    columns = ["run", "epochs", "best_val_accuracy", "best_epoch", "final_val_accuracy"]
+        rows.append(row | _best_and_final(history) | _test_result(path))
+    columns = ["run", "epochs", "best_val_accuracy", "best_epoch", "final_val_accuracy",
+               "test_accuracy", "test_images"]
     table = pd.DataFrame(rows, columns=columns)
-    table["best_epoch"] = table["best_epoch"].astype("Int64")
+    for column in ("best_epoch", "test_images"):
+        table[column] = table[column].astype("Int64")
     return table, problems
+
+
+def write_hparams(tb_dir: str | Path, trial_id: str, hparams: dict[str, Any],
+                  metrics: dict[str, float]) -> Path:
+    """One session of TensorBoard's HParams dashboard in `tb_dir` (a run's `tb/`): the run's
+    hyperparameters and its final `metrics` (scalars at step 0, tags `hparams/<name>`). Replaces
+    the session an earlier, killed attempt wrote; Keras' own logs in train/ and validation/ stay."""
+    import shutil
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    tb_dir = Path(tb_dir)
+    staging = tb_dir / ".hparams-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    for old in tb_dir.glob(_EVENT_FILES):  # only this session's file sits directly in tb/
+        old.unlink()
+    writer = tf.summary.create_file_writer(str(staging))
+    with writer.as_default():
+        hp.hparams(hparams, trial_id=trial_id)
+        for name, value in metrics.items():
+            tf.summary.scalar(f"hparams/{name}", float(value), step=0)
+    writer.close()
+    (written,) = staging.glob(_EVENT_FILES)
+    target = tb_dir / written.name
+    os.replace(written, target)  # complete, or not there at all
+    staging.rmdir()
+    return target
+
+
+def _test_result(path: Path) -> dict[str, float]:
+    """Test accuracy (percent) of the model a finished lab5 run selected, when it has one."""
+    metrics = path / "metrics.json"
+    try:
+        saved = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}
+    if "test_accuracy" not in saved:
+        return {}
+    return {"test_accuracy": round(100 * saved["test_accuracy"], 2), "test_images": saved["num_test"]}
 
 
 def truncate_tensorboard(log_dir: str | Path, keep_epochs: int) -> int:

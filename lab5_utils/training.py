@@ -1,8 +1,10 @@
 """`run_stage`: one resumable training run (transfer or finetune) in its own run directory.
 
 A run directory holds `config.json`, `class_names.json`, `history.csv` (Keras CSVLogger),
-`tb/` (TensorBoard), `best.keras` (best val_accuracy), `metrics.json` (written last: its presence
-means "finished") and, while the run is unfinished, `backup/` (Keras BackupAndRestore).
+`tb/` (TensorBoard, with one HParams session), `best.keras` (best val_accuracy: chosen on the
+validation split), `test_predictions.npz` (that model on the test split, per image),
+`metrics.json` (written last: its presence means "finished") and, while the run is unfinished,
+`backup/` (Keras BackupAndRestore). The test split is read once, after training.
 """
 
 from __future__ import annotations
@@ -18,17 +20,18 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from lab5_utils import evaluate
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
 from lab5_utils.data import load_splits, naming_undecodable_files
-from lab5_utils.evaluate import peak_memory_mb
 from lab5_utils.files import (
     atomic_write_json,
     atomic_write_text,
     read_json,
     remove_partial_files,
 )
+from lab5_utils.resources import TrainingMemory, optimizer_state_mb
 from lab5_utils.schedules import (
     LearningRateLogger,
     LRFinderResult,
@@ -90,7 +93,7 @@ def run_stage(
         _check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
-    train_ds, val_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
+    train_ds, val_ds, test_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
     _prepare_run_dir(run_dir, cfg, force)
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
@@ -104,7 +107,10 @@ def run_stage(
     steps = math.ceil(info.num_train / cfg.batch_size)
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
     mdl.compile_model(model, schedule, jit_compile=cfg.jit_compile)
-    done = _truncate_to_backup(run_dir, first_epoch)
+    done = _truncate_to_backup(run_dir, first_epoch, epochs)
+    trained = done["finished"] == first_epoch + epochs  # killed after training, before the end
+    if trained:
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
     timer = _EpochTimer()
     callbacks = [
@@ -121,13 +127,14 @@ def run_stage(
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         _PromoteBest(run_dir),
     ]
-    start = time.time()
-    with naming_undecodable_files(cfg), warnings.catch_warnings():
+    start, memory = time.time(), TrainingMemory()
+    with naming_undecodable_files(cfg), warnings.catch_warnings(), memory:
         # A folder dataset that drops undecodable images has no known length, so Keras warns
         # "Your input ran out of data" when each pass ends; every epoch is one whole pass.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
-                  epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
+        if not trained:
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
+                      epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
     history = hist.load_history(run_dir)
     losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
     good = losses.apply(lambda c: c.map(math.isfinite)).all(axis=1)
@@ -139,11 +146,18 @@ def run_stage(
             f"{lr:g} is probably too high; try {lr / 10:g} (with --force, or another run "
             "directory). The finished epochs are kept in history.csv and tb/."
         )
-    metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, time.time() - start,
-                       transfer_dir if stage == "finetune" else None)
+    wall = time.time() - start
+    with naming_undecodable_files(cfg):
+        test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names, trained)
+    metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, wall,
+                       transfer_dir if stage == "finetune" else None, memory, info, test)
+    hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
+        "selected_val_accuracy": metrics["best_val_accuracy"],
+        "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss})
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(f"[lab5] {stage} done: best val accuracy {metrics['best_val_accuracy']:.2%} at epoch "
-          f"{metrics['best_epoch']}; run dir {run_dir}", flush=True)
+          f"{metrics['best_epoch']} (the model kept); its test accuracy {test.top1:.2%} on "
+          f"{test.num_examples} images; run dir {run_dir}", flush=True)
     return RunResult(run_dir, metrics, history)
 
 
@@ -168,7 +182,7 @@ def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
 
 def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
     """`schedules.find_lr` on the model the stage would start from (nothing is saved)."""
-    train_ds, _, info = load_splits(cfg)
+    train_ds, _, _, info = load_splits(cfg)  # the range test sees training images only
     with naming_undecodable_files(cfg):
         return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
 
@@ -237,10 +251,12 @@ def _keep_finished(run_dir: Path, finished: int) -> None:
         shutil.rmtree(run_dir / "backup")  # it holds the diverged weights
 
 
-def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
+def _truncate_to_backup(run_dir: Path, first_epoch: int, epochs: int) -> dict:
     """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
+    Without a backup, a run whose log and best.keras hold every epoch of the stage finished
+    training (BackupAndRestore removes its backup then) and was killed before metrics.json.
     Returns the number of finished epochs and the best val_accuracy so far."""
-    finished = _backup_epoch(run_dir / "backup") or first_epoch
+    finished = _backup_epoch(run_dir / "backup") or _trained_epochs(run_dir, first_epoch, epochs)
     _keep_finished(run_dir, finished)
     _settle_best(run_dir, finished)
     remove_partial_files(run_dir)
@@ -250,6 +266,17 @@ def _truncate_to_backup(run_dir: Path, first_epoch: int) -> dict:
     if finished > first_epoch:
         print(f"[lab5] resuming after epoch {finished} (backup in {run_dir / 'backup'})", flush=True)
     return {"finished": finished, "best": best}
+
+
+def _trained_epochs(run_dir: Path, first_epoch: int, epochs: int) -> int:
+    """`first_epoch + epochs` when training finished (every epoch logged once, best.keras and
+    no partial checkpoint there), else `first_epoch`."""
+    wanted = list(range(first_epoch + 1, first_epoch + epochs + 1))
+    if (run_dir / "history.csv").is_file() and (run_dir / "best.keras").is_file() and not any(
+            run_dir.glob(".best-*.partial.keras")):
+        if list(hist.load_history(run_dir)["epoch"]) == wanted:
+            return first_epoch + epochs
+    return first_epoch
 
 
 def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -> keras.Model:
@@ -318,12 +345,34 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.time() - self._start)
 
 
+def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, test_ds,
+                       class_names: list[str], reload: bool = False) -> evaluate.Evaluation:
+    """The selected model (best val_accuracy, as in best.keras) measured on the test split; its
+    per-image predictions are saved. The model is `best.keras` already when the best epoch was
+    the last one trained (unless `reload`); otherwise its weights are loaded from there."""
+    best_epoch = int(history.loc[history["val_accuracy"].idxmax(), "epoch"])
+    if reload or best_epoch != int(history["epoch"].max()):
+        model.load_weights(str(run_dir / "best.keras"))
+    predictions = evaluate.collect_predictions(model, test_ds, keep_images=0)
+    evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
+    return evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+
+
+def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:
+    """What the HParams dashboard compares between the runs of a sweep."""
+    return {"stage": stage, "learning_rate": lr, "unfreeze": "none" if stage == "transfer"
+            else cfg.unfreeze, "schedule": cfg.schedule, "weights": str(cfg.weights),
+            "image_size": cfg.image_size, "batch_size": cfg.batch_size,
+            "epochs": cfg.transfer_epochs if stage == "transfer" else cfg.finetune_epochs}
+
+
 def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history: pd.DataFrame,
-             epoch_seconds: list[float], wall: float, transfer_dir: Path | None) -> dict:
+             epoch_seconds: list[float], wall: float, transfer_dir: Path | None,
+             memory: TrainingMemory, info, test: evaluate.Evaluation) -> dict:
+    """metrics.json: `split_of` says which split each number comes from."""
     best = history.loc[history["val_accuracy"].idxmax()]
     last = history.iloc[-1]
     params = mdl.trainable_summary(model)
-    memory, kind = peak_memory_mb()
     return {
         "stage": stage, "learning_rate": lr, "schedule": cfg.schedule,
         "epochs": len(history), "first_epoch": int(history["epoch"].min()),
@@ -336,7 +385,15 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "seconds_per_epoch": float(pd.Series(epoch_seconds[1:] or epoch_seconds).median())
         if epoch_seconds else None,
         "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
-        "wall_time_s": wall, "peak_memory_mb": memory, "memory_kind": kind,
+        "wall_time_s": wall, "training_memory_mb": memory.mb, "memory_kind": memory.kind,
+        "optimizer_state_mb": optimizer_state_mb(params["trainable"]),
         "device": mdl.device_summary(cfg), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
         "transfer_run": str(transfer_dir) if transfer_dir else None,
+        "selected_on": "validation", "selected_epoch": int(best["epoch"]),
+        "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss,
+        "num_train": info.num_train, "num_val": info.num_val, "num_test": test.num_examples,
+        "split_rule": info.split_rule,
+        "split_of": {"final_accuracy": "train", "best_val_accuracy": "validation",
+                     "final_val_accuracy": "validation", "final_val_loss": "validation",
+                     "test_accuracy": "test", "test_top5": "test", "test_loss": "test"},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -181,13 +182,18 @@ def test_summarize_runs_reports_unreadable_paths_and_names_duplicates(tmp_path):
     paths = [tmp_path / "a/run", tmp_path / "b/run", tmp_path / "empty", tmp_path / "gone"]
     table, problems = summarize_runs(paths)
     assert table["run"].tolist() == [str(tmp_path / "a/run"), str(tmp_path / "b/run")]
-    assert table.iloc[0].to_dict() == {
+    row = table.iloc[0].to_dict()
+    assert {k: row[k] for k in list(row)[:5]} == {
         "run": str(tmp_path / "a/run"),
         "epochs": 3,
         "best_val_accuracy": 70.0,
         "best_epoch": 2,
         "final_val_accuracy": 60.0,
     }
+    assert pd.isna(row["test_accuracy"]) and pd.isna(row["test_images"])  # logs only: no test
+    (tmp_path / "a/run/metrics.json").write_text('{"test_accuracy": 0.655, "num_test": 200}')
+    row = summarize_runs(paths[:1])[0].iloc[0]
+    assert (row["test_accuracy"], row["test_images"]) == (65.5, 200)  # a lab5 run: its test result
     assert len(problems) == 2
     assert str(tmp_path / "empty") in problems[0]
     assert str(tmp_path / "gone") in problems[1]

@@ -19,7 +19,8 @@ def test_run_directories_hold_every_file(trained_lab):
     _, transfer, finetune = trained_lab
     for result in (transfer, finetune):
         names = {p.name for p in result.run_dir.iterdir()}
-        assert {"config.json", "history.csv", "tb", "best.keras", "metrics.json"} <= names
+        assert {"config.json", "history.csv", "tb", "best.keras", "metrics.json",
+                "test_predictions.npz"} <= names
         assert "backup" not in names  # BackupAndRestore cleans up after a finished run
         metrics = json.loads((result.run_dir / "metrics.json").read_text())
         hist = load_history(result.run_dir)
@@ -27,6 +28,106 @@ def test_run_directories_hold_every_file(trained_lab):
         assert hist.loc[hist["val_accuracy"].idxmax(), "epoch"] == metrics["best_epoch"]
         assert metrics["seconds_per_epoch"] > 0 and metrics["trainable_params"] > 0
         assert {"loss", "accuracy", "val_loss", "val_accuracy", "top5", "val_top5", "lr"} <= set(hist)
+
+
+def test_metrics_say_which_split_each_number_comes_from(trained_lab):
+    cfg, transfer, finetune = trained_lab
+    sizes = (cfg.num_classes * cfg.synthetic_train_per_class,
+             cfg.num_classes * cfg.synthetic_val_per_class,
+             cfg.num_classes * cfg.synthetic_test_per_class)
+    for result in (transfer, finetune):
+        m = result.metrics
+        assert (m["num_train"], m["num_val"], m["num_test"]) == sizes
+        assert m["selected_on"] == "validation" and m["selected_epoch"] == m["best_epoch"]
+        assert m["split_of"]["best_val_accuracy"] == "validation"
+        assert m["split_of"]["test_accuracy"] == "test" and m["split_of"]["final_accuracy"] == "train"
+        assert 0 <= m["test_accuracy"] <= m["test_top5"] <= 1 and m["test_loss"] > 0
+        right = m["test_accuracy"] * m["num_test"]  # a whole number of test images
+        assert right == pytest.approx(round(right))
+        assert m["optimizer_state_mb"] == pytest.approx(m["trainable_params"] * 12 / 2**20)
+        assert m["training_memory_mb"] > 0 and m["memory_kind"] == "RSS peak during training"
+    assert finetune.metrics["optimizer_state_mb"] > 100 * transfer.metrics["optimizer_state_mb"]
+
+
+def test_each_run_is_one_hparams_session_with_its_test_accuracy(trained_lab):
+    from tensorboard.plugins.hparams import metadata
+
+    from lab5_utils.history import _events
+
+    cfg, transfer, finetune = trained_lab
+    for result, stage, lr, unfreeze in ((transfer, "transfer", cfg.learning_rate, "none"),
+                                        (finetune, "finetune", cfg.finetune_learning_rate,
+                                         cfg.unfreeze)):
+        files = list((result.run_dir / "tb").glob("events.out.tfevents.*"))
+        assert len(files) == 1  # one session per run, directly in tb/
+        hparams, scalars = None, {}
+        for _, event in _events(files[0]):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME:
+                    data = metadata.parse_session_start_info_plugin_data(
+                        value.metadata.plugin_data.content)
+                    hparams = {k: v for k, v in data.hparams.items()}
+                elif value.tag.startswith("hparams/"):
+                    import tensorflow as tf
+
+                    scalars[value.tag] = float(tf.make_ndarray(value.tensor))
+        assert hparams["stage"].string_value == stage and hparams["unfreeze"].string_value == unfreeze
+        assert hparams["learning_rate"].number_value == pytest.approx(lr)
+        assert scalars["hparams/test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
+        assert scalars["hparams/selected_val_accuracy"] == pytest.approx(
+            result.metrics["best_val_accuracy"])
+
+
+def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypatch):
+    """No callback, schedule or checkpoint can see the test images: the test pipeline is first
+    read after `fit` returns (validation chose the model by then), and read once."""
+    import keras
+    import tensorflow as tf
+
+    from lab5_utils import training
+    from lab5_utils.data import Splits
+
+    events = []
+    real_fit, real_load = keras.Model.fit, training.load_splits
+
+    def fit(self, *args, **kwargs):
+        events.append("fit starts")
+        try:
+            return real_fit(self, *args, **kwargs)
+        finally:
+            events.append("fit ends")
+
+    def load_splits(cfg):
+        splits = real_load(cfg)
+
+        def read():
+            events.append("test read")
+            yield from splits.test.as_numpy_iterator()
+
+        test = tf.data.Dataset.from_generator(read, output_signature=splits.test.element_spec)
+        return Splits(splits.train, splits.validation, test, splits.info)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    monkeypatch.setattr(training, "load_splits", load_splits)
+    cfg = tiny_config(tmp_path, transfer_epochs=2)
+    result = run_stage(cfg, "transfer", verbose=0)
+    assert events == ["fit starts", "fit ends", "test read"]
+    assert result.metrics["num_test"] == cfg.num_classes * cfg.synthetic_test_per_class
+
+
+def test_a_run_killed_after_training_is_not_trained_again(tmp_path):
+    """BackupAndRestore removes its backup when `fit` ends: a kill during the test evaluation
+    that follows must not retrain the stage. The same call then only evaluates and finishes."""
+    cfg = tiny_config(tmp_path, transfer_epochs=2)
+    first = run_stage(cfg, "transfer", verbose=0)
+    kept = {p: p.read_bytes() for p in (first.run_dir / "history.csv", first.run_dir / "best.keras")}
+    (first.run_dir / "metrics.json").unlink()  # as a kill before metrics.json leaves it
+    (first.run_dir / "test_predictions.npz").unlink()
+    again = run_stage(cfg, "transfer", verbose=0)
+    assert {p: p.read_bytes() for p in kept} == kept  # no epoch trained again
+    assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+    assert again.metrics["best_epoch"] == first.metrics["best_epoch"]
+    assert (first.run_dir / "test_predictions.npz").is_file()
 
 
 def test_one_history_row_per_epoch_and_finetune_epochs_continue(trained_lab):
