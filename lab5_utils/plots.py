@@ -270,6 +270,20 @@ def plot_predictions(
     return fig
 
 
+def plot_top_losses(images: Sequence[np.ndarray] | np.ndarray, top: pd.DataFrame,
+                    class_names: Sequence[str], ncols: int = 3) -> Figure:
+    """The most confidently wrong images (`evaluate.top_losses` rows, in order), each titled with
+    its true class, the predicted class and the probabilities of both."""
+    fig, axes = _grid(len(top), ncols, cell=3.2)
+    for ax, image, (_, row) in zip(axes, images, top.iterrows()):
+        ax.imshow(_to_display(image), cmap="gray")
+        ax.set_title(f"true: {class_names[int(row['true'])]} ({row['true_probability']:.0%})\n"
+                     f"pred: {class_names[int(row['predicted'])]} ({row['probability']:.0%})",
+                     fontsize=9, color=WRONG_COLOR)
+    fig.suptitle(f"The {len(top)} most confidently wrong test images")
+    return fig
+
+
 def save_figure(fig: Figure, name: str, folder: str | Path = "figures") -> list[Path]:
     """Write `folder/name.svg` and `folder/name.png` atomically; return both paths."""
     if not name or name in {".", ".."} or "/" in name or "\\" in name or os.sep in name:
@@ -303,4 +317,7 @@ def show_table(table: pd.DataFrame, table_id: str | None = None, index: bool = F
     """Display a table as HTML (with a stable id when given, for links and tests)."""
     from IPython.display import HTML, display
 
+    nullable = [c for c in table.columns if isinstance(table[c].dtype, pd.api.extensions.ExtensionDtype)]
+    table = table.astype({c: object for c in nullable})  # pd.NA would show as "<NA>"
+    table[nullable] = table[nullable].where(table[nullable].notna(), None)
     display(HTML(table.to_html(table_id=table_id, index=index, na_rep="-", border=0)))

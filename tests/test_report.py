@@ -19,7 +19,8 @@ from lab5_utils.report import parse_lrs, run_report
 
 # Tiny enough that one notebook trains in well under a minute on a shared 2-core CPU.
 TINY = ["image_size=32", "batch_size=32", "transfer_epochs=1", "finetune_epochs=1", "num_classes=3",
-        "synthetic_train_per_class=8", "synthetic_val_per_class=4", "calibration_images=16"]
+        "synthetic_train_per_class=8", "synthetic_val_per_class=4", "synthetic_test_per_class=4",
+        "calibration_images=16"]
 GOOD_LRS = (1e-3, 1e-4)
 BAD_LR = 1e-2  # its run folder is made unusable before the sweep, so its notebook fails
 
@@ -71,32 +72,71 @@ def test_cli_arguments_reach_the_validation():
 
 
 # --- generated text ---------------------------------------------------------------------------
-def _table(rows):
-    columns = ["run", "learning rate", "status", "best val accuracy (%)", "best epoch",
-               "change vs transfer (points)", "error"]
-    return pd.DataFrame(rows, columns=columns)
+def _row(run, lr, status="finished", epoch=None, val=None, test=None, change=None, p=None,
+         images=1000, error=""):
+    """A results-table row; intervals computed from the accuracies like `results_table` does."""
+    from lab5_utils.stats import accuracy_interval
+
+    row = {"run": run, "learning rate": lr, "status": status, "best epoch": epoch, "error": error,
+           "val accuracy (%)": val, "test accuracy (%)": test,
+           "test change vs transfer (points)": change, "McNemar p": p,
+           "vs transfer": None if p is None else ("significant at 5 %" if p < 0.05 else "within noise"),
+           "val images": images, "test images": images}
+    for split, value in (("val", val), ("test", test)):
+        low, high = accuracy_interval(value / 100, images) if value is not None else (None, None)
+        row[f"{split} low (%)"] = None if low is None else round(100 * low, 2)
+        row[f"{split} high (%)"] = None if high is None else round(100 * high, 2)
+    return row
 
 
-def test_conclusion_names_the_best_lr_with_its_numbers():
-    table = _table([
-        ("transfer", 1e-3, "finished", 55.31, 10, None, ""),
-        ("finetune_lr=1e-04", 1e-4, "finished", 61.2, 14, 5.89, ""),
-        ("finetune_lr=1e-07", 1e-7, "finished", 55.41, 12, 0.1, ""),
-        ("finetune_lr=1e-08", 1e-8, "failed", None, None, None, "RunError: diverged.\nmore"),
-    ])
+def _table(*rows):
+    from lab5_utils.analysis import RESULT_COLUMNS
+
+    return pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+
+
+def test_conclusion_chooses_on_validation_and_reports_the_test_verdict():
+    table = _table(
+        _row("transfer", 1e-3, epoch=10, val=55.31, test=54.0),
+        _row("finetune_lr=1e-04", 1e-4, epoch=14, val=61.2, test=60.5, change=6.5, p=1e-6),
+        _row("finetune_lr=1e-07", 1e-7, epoch=12, val=55.41, test=63.0, change=9.0, p=1e-9),
+        _row("finetune_lr=1e-08", 1e-8, status="failed", error="RunError: diverged.\nmore"),
+    )
     text = conclusion(table, suggested_lr=3e-4)
-    assert "**lr=1e-04** raised validation accuracy from 55.31 % to **61.20 %** at epoch 14" in text
-    assert "(+5.89 points), the best of the 2 learning rates that finished" in text
-    assert "lr=1e-07 changed it by +0.10 points (best 55.41 % at epoch 12)" in text
+    # chosen on validation (61.20 > 55.41), although lr=1e-07 has the higher *test* accuracy
+    assert "Chosen on validation, fine-tuning at **lr=1e-04** had the best validation accuracy" in text
+    assert "the 2 learning rates that finished (61.20 % [95 % CI 58.1-64.2] at epoch 14)" in text
+    assert ("On the test split it reaches **60.50 % [95 % CI 57.4-63.5]**, +6.50 points against the "
+            "transfer model: fine-tuning **improved** test accuracy, significant at 5 %") in text
+    assert "McNemar's exact test on the 1,000 paired test images, p = 1e-06" in text
+    assert "lr=1e-07: 63.00 % (+9.00 points, p = 1e-09, significant at 5 %)" in text
     assert "lr=1e-08 failed: RunError: diverged." in text and "more" not in text
     assert "suggested lr=3e-04; the best swept learning rate, 1e-04, is near it" in text
+    assert "does not separate" not in text  # 55.41 is far outside [58.1, 64.2]
+
+
+def test_conclusion_says_within_noise_or_a_significant_loss_as_the_test_says():
+    base = _row("transfer", 1e-3, epoch=3, val=40.0, test=41.0, images=100)
+    noise = conclusion(_table(base, _row("finetune_lr=1e-04", 1e-4, epoch=5, val=45.0, test=46.0,
+                                         change=5.0, p=0.27, images=100),
+                              _row("finetune_lr=1e-05", 1e-5, epoch=5, val=44.0, test=41.0,
+                                   change=0.0, p=1.0, images=100)))
+    assert "+5.00 points against the transfer model, **within noise**" in noise
+    assert "improved" not in noise and "significant" not in noise.split("other learning rates")[0]
+    assert "Validation does not separate it clearly from lr=1e-05 (44.00 %)" in noise
+    loss = conclusion(_table(base, _row("finetune_lr=1e-04", 1e-4, epoch=5, val=42.0, test=30.0,
+                                        change=-11.0, p=0.004, images=100)))
+    assert "-11.00 points against the transfer model: fine-tuning **lowered** test accuracy" in loss
+    same = conclusion(_table(base, _row("finetune_lr=1e-04", 1e-4, epoch=5, val=42.0, test=41.0,
+                                        change=0.0, p=1.0, images=100)))
+    assert "the same test accuracy as the transfer model, **within noise**" in same
 
 
 def test_conclusion_without_finished_runs():
-    failed = _table([("transfer", 1e-3, "failed", None, None, None, "x")])
+    failed = _table(_row("transfer", 1e-3, status="failed", error="x"))
     assert "nothing to conclude" in conclusion(failed)
-    text = conclusion(_table([("transfer", 1e-3, "finished", 40.0, 3, None, "")]))
-    assert "40.00 %" in text and "No fine-tuning run finished" in text
+    text = conclusion(_table(_row("transfer", 1e-3, epoch=3, val=40.0, test=38.0)))
+    assert "40.00 %" in text and "**38.00 % [95 % CI" in text and "No fine-tuning run finished" in text
 
 
 def test_lr_suggestion_near_means_within_a_factor_of_three():
@@ -181,7 +221,8 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
         assert before.rfind("data:image/png;base64,") > before.rfind("Figure: ")  # embedded
     for name in ("class_balance", "image_sizes", "sample_images", "augmentation_preview",
                  "history_transfer", "val_accuracy_by_lr", "val_loss_by_lr", "per_class",
-                 "confusion", "predictions", *(f"history_{n}" for n in _finetune_names())):
+                 "confusion", "predictions", "top_losses",
+                 *(f"history_{n}" for n in _finetune_names())):
         assert (figures / f"{name}.svg").is_file() and (figures / f"{name}.png").is_file(), name
     table = re.search(r'<table[^>]*id="lab5-results".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     assert table.count("<tr>") == 2 + len(GOOD_LRS)  # transfer, the good LRs, the failed one
@@ -191,20 +232,32 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
 
 @pytest.mark.slow
 def test_the_conclusion_quotes_the_runs_metrics(sweep):
+    from lab5_utils.evaluate import load_predictions
+    from lab5_utils.stats import accuracy_interval, mcnemar_exact
+
     result, cfg, _ = sweep
     transfer = _metrics(cfg, "transfer")
     runs = {lr: _metrics(cfg, name) for lr, name in zip(GOOD_LRS, _finetune_names())}
-    best = max(sorted(runs, reverse=True), key=lambda lr: runs[lr]["best_val_accuracy"])
+    best = max(sorted(runs, reverse=True), key=lambda lr: runs[lr]["best_val_accuracy"])  # validation
     m = runs[best]
     text = re.sub(r"<[^>]+>", "", result.html.read_text())  # the report's text, without tags
-    sentence = re.search(r"Fine-tuning at lr=\S+ (raised|lowered|kept) .*", text).group(0)
-    assert sentence.startswith(f"Fine-tuning at lr={training.lr_label(best)} ")
-    assert f"{100 * m['best_val_accuracy']:.2f} % at epoch {m['best_epoch']}" in sentence
-    assert f"{100 * transfer['best_val_accuracy']:.2f} %" in sentence
-    change = 100 * (m["best_val_accuracy"] - transfer["best_val_accuracy"])
-    assert f"({change:+.2f} points)" in sentence
+    sentence = re.search(r"Chosen on validation, fine-tuning at lr=\S+ had .*", text).group(0)
+    assert sentence.startswith(f"Chosen on validation, fine-tuning at lr={training.lr_label(best)} ")
+    low, high = accuracy_interval(m["best_val_accuracy"], m["num_val"])
+    assert (f"({100 * m['best_val_accuracy']:.2f} % [95 % CI {100 * low:.1f}-{100 * high:.1f}] at "
+            f"epoch {m['best_epoch']})") in sentence
+    assert f"On the test split it reaches {100 * m['test_accuracy']:.2f} %" in sentence
+    chosen = Path(cfg.run_root) / f"finetune_lr={training.lr_label(best)}"
+    paired = mcnemar_exact(load_predictions(Path(cfg.run_root) / "transfer").correct,
+                           load_predictions(chosen).correct)
+    change = 100 * (m["test_accuracy"] - transfer["test_accuracy"])
+    said = "the same test accuracy" if change == 0 else f"{change:+.2f} points against"
+    assert said in sentence
+    assert f"p = {paired.p_value:.2g})" in sentence
+    assert ("within noise" in sentence) == (paired.p_value >= 0.05)
     rows = pd.read_csv(result.out / "results.csv")
     assert list(rows["status"]) == ["finished", "failed", "finished", "finished"]
+    assert rows["test images"].iloc[0] == cfg.num_classes * 4
 
 
 @pytest.mark.slow
