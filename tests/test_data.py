@@ -63,7 +63,7 @@ def test_folder_source_with_jpeg_and_png_split_by_seed(tmp_path):
     _check_batches(train, 3, 64)
     _check_batches(val, 3, 64)
     again = load_encoded(cfg)[1]
-    assert [bytes(x.numpy()) for x, _ in again] == [bytes(x.numpy()) for x, _ in load_encoded(cfg)[1]]
+    assert [bytes(x.numpy()) for x, *_ in again] == [bytes(x.numpy()) for x, *_ in load_encoded(cfg)[1]]
 
 
 def test_folder_with_train_and_validation_subfolders(tmp_path):
