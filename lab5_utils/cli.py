@@ -82,22 +82,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from lab5_utils.predict import predict_files, predictions_table
+    from lab5_utils.predict import predict_files, predictions_table, predictions_text
 
     results, problems = predict_files(args.model, args.images, top=args.top,
                                       explain_dir=args.explain, force=args.force)
     if args.csv:
         print(predictions_table(results, problems).to_csv(index=False), end="")
     elif results:
-        table = pd.DataFrame({"image": [r.path for r in results]})
-        for i in range(max(len(r.ranked) for r in results)):
-            table[f"top-{i + 1}"] = [f"{r.ranked[i][0]} ({r.ranked[i][1]:.1%})" if i < len(r.ranked)
-                                     else "" for r in results]
-        if args.explain:
-            table["overlay"] = [r.overlay for r in results]
-        print(table.to_string(index=False, justify="left"))
+        print(predictions_text(results))
     for path, reason in problems:
         print(f"lab5 predict: {path}: {reason}", file=sys.stderr)
     return 1 if problems or not results else 0

@@ -158,3 +158,17 @@ def predictions_table(
     table = pd.DataFrame(rows)
     failed = pd.DataFrame(list(problems), columns=["path", "error"])
     return pd.concat([table, failed], ignore_index=True) if len(failed) else table
+
+
+def predictions_text(results: list[FilePrediction]) -> str:
+    """The terminal table: one line per image, its top classes as "name (87.1%)", its overlay."""
+    k = max(len(r.ranked) for r in results)
+    header = ["image", *(f"top-{i}" for i in range(1, k + 1))]
+    rows = [[r.path, *(f"{name} ({prob:.1%})" for name, prob in r.ranked)] for r in results]
+    rows = [row + [""] * (k + 1 - len(row)) for row in rows]
+    if any(r.overlay for r in results):
+        header.append("overlay")
+        rows = [row + [r.overlay or ""] for row, r in zip(rows, results)]
+    widths = [max(map(len, column)) for column in zip(header, *rows)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
