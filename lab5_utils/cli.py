@@ -82,6 +82,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from lab5_utils.photos import conversion_hint
     from lab5_utils.predict import predict_files, predictions_table, predictions_text
 
     results, problems = predict_files(args.model, args.images, top=args.top,
@@ -92,6 +93,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(predictions_text(results))
     for path, reason in problems:
         print(f"lab5 predict: {path}: {reason}", file=sys.stderr)
+    hint = conversion_hint([reason for _, reason in problems])
+    if hint:
+        print(f"lab5 predict:{hint}", file=sys.stderr)
     return 1 if problems or not results else 0
 
 

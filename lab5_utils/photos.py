@@ -22,8 +22,9 @@ UNSUPPORTED_SUFFIXES = {
 }
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 CONVERT_HINT = (
-    "convert them to JPEG first (e.g. `python -m pip install pillow-heif` and Pillow, macOS "
-    "Preview > Export, or on an iPhone Settings > Camera > Formats > Most Compatible)"
+    "convert them to JPEG first (macOS Preview: File > Export; Python: Pillow, with the "
+    "pillow-heif package for HEIC); iPhones save JPEG with Settings > Camera > Formats > "
+    "Most Compatible"
 )
 ORIENTATION_TAG = 0x0112
 

@@ -49,6 +49,8 @@ def overlay_targets(files: list[Path], out_dir: str | Path, force: bool = False)
     """`out_dir/<stem>.png` for each image; a stem met again gets `-2`, `-3`, ... in input order.
     Refuses (ValueError) to replace existing files unless `force`."""
     out_dir, taken, targets = Path(out_dir), set(), []
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--explain {out_dir}: is a file; expected a folder (created if missing).")
     for f in files:
         name, n = f"{f.stem}.png", 1
         while name.lower() in taken:  # lower: case-insensitive file systems

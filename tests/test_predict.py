@@ -85,7 +85,12 @@ def test_predict_a_folder_as_csv_one_row_per_decodable_image(position_model, tmp
     assert sorted(failed) == ["IMG_0001.HEIC", "broken.jpg", "notes.txt"]
     assert failed["IMG_0001.HEIC"] == "HEIC/HEIF image, which TensorFlow cannot decode"
     assert failed["broken.jpg"].startswith("cannot be decoded")
-    assert len(captured.err.strip().splitlines()) == 3 and "notes.txt: not an image" in captured.err
+    err = captured.err.strip().splitlines()
+    assert len(err) == 4 and "notes.txt: not an image" in captured.err
+    assert err[-1] == ("lab5 predict: 1 of them are in a format TensorFlow cannot decode: "
+                       "convert them to JPEG first (macOS Preview: File > Export; Python: "
+                       "Pillow, with the pillow-heif package for HEIC); iPhones save JPEG with "
+                       "Settings > Camera > Formats > Most Compatible.")
 
     assert main(["predict", str(photos / "upright.jpg"), "--model", str(position_model)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -131,3 +136,17 @@ def test_explain_writes_one_overlay_per_image_in_the_photos_proportions(tmp_path
     assert "--force" in capsys.readouterr().err
     assert (out / "wide.png").read_bytes() == before
     assert main([*args, "--force"]) == 1
+
+
+def test_bad_arguments_get_one_message_naming_them(position_model, tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(upright_photo()).save(photo)
+    assert main(["predict", str(photo), "--model", str(position_model), "--top", "0"]) == 2
+    assert "--top=0 is not valid: expected an integer >= 1" in capsys.readouterr().err
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"a file")
+    assert main(["predict", str(photo), "--model", str(position_model), "--explain", str(taken)]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
+    assert taken.read_bytes() == b"a file"
+    assert main(["predict", str(photo), "--model", str(tmp_path / "none.keras")]) == 2
+    assert "none.keras' does not exist" in capsys.readouterr().err
