@@ -166,3 +166,16 @@ def test_a_folder_of_gif_bmp_and_webp_photos_trains_and_heic_is_skipped_with_a_h
     assert sum(int(x.shape[0]) for ds in (train, val) for x, _ in ds) == 12  # none dropped
     result = run_stage(cfg, "transfer", verbose=0)
     assert list(result.history["epoch"]) == [1]
+
+
+def test_notebook_previews_show_folder_photos_upright(tmp_path):
+    from lab5_utils import explore
+    from lab5_utils.data import load_encoded
+
+    root = _sideways_folder(tmp_path / "photos", 6)
+    train, _, info = load_encoded(tiny_config(tmp_path, dataset=f"folder:{root}"))
+    _, sizes = explore.scan_examples(train, info.class_names, max_scan=10)
+    assert sizes[["width", "height"]].values.tolist() == [[96, 64], [96, 64], [64, 96]]
+    images, titles = explore.sample_images(train, info.class_names, n=3)
+    assert titles == ["a", "b", "c"] and [i.shape for i in images][:2] == [(64, 96, 3)] * 2
+    assert np.abs(images[1].astype(float) - images[0]).mean() < 3
