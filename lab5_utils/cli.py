@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from lab5_utils.config import add_settings_arguments
 
@@ -80,16 +82,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from lab5_utils.evaluate import predict_files
+    from lab5_utils.photos import conversion_hint
+    from lab5_utils.predict import predict_files, predictions_table, predictions_text
 
-    results, problems = predict_files(args.model, args.images, top=args.top)
-    for path, ranked in results:
-        print(path)
-        for name, prob in ranked:
-            print(f"  {prob:7.2%}  {name}")
-    for message in problems:
-        print(f"lab5 predict: {message}", file=sys.stderr)
-    return 1 if problems else 0
+    results, problems = predict_files(args.model, args.images, top=args.top,
+                                      explain_dir=args.explain, force=args.force)
+    if args.csv:
+        print(predictions_table(results, problems).to_csv(index=False), end="")
+    elif results:
+        print(predictions_text(results))
+    for path, reason in problems:
+        print(f"lab5 predict: {path}: {reason}", file=sys.stderr)
+    hint = conversion_hint([reason for _, reason in problems])
+    if hint:
+        print(f"lab5 predict:{hint}", file=sys.stderr)
+    return 1 if problems or not results else 0
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
@@ -131,9 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
 
             add_bench_arguments(p)
         if name == "predict":
-            p.add_argument("images", nargs="+", help="JPEG/PNG files, any size")
+            p.add_argument("images", nargs="+", metavar="PATH",
+                           help="image files (JPEG, PNG, GIF, BMP, WebP; any size) and folders "
+                                "of them (searched recursively; other files are reported)")
             p.add_argument("--model", required=True, help="a trained model, e.g. RUN/best.keras")
             p.add_argument("--top", type=int, default=5, help="how many classes to show")
+            p.add_argument("--csv", action="store_true",
+                           help="CSV on stdout: one row per image (path, class_i, prob_i), "
+                                "and one per unreadable file (path, error)")
+            p.add_argument("--explain", metavar="DIR", type=Path,
+                           help="write a Grad-CAM overlay of the top class per image: DIR/<stem>.png")
+            p.add_argument("--force", action="store_true",
+                           help="--explain: replace overlay files that already exist")
     return parser
 
 
@@ -142,13 +158,31 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         build_parser().error(f"--epochs={args.epochs} is not valid: expected an integer >= 1.")
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores Python's own display when the command ends
+            warnings.showwarning = _plain_warnings(warnings.showwarning)
+            return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"lab5 {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lab5: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _plain_warnings(fallback: Callable) -> Callable:
+    """A `warnings.showwarning` for the CLI: lab5's own warnings become one plain `[lab5] ...`
+    line (no file, line number or source line); other libraries' go to `fallback` (Python's
+    format). Only `main` installs it: notebooks keep normal warnings."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not Path(filename).resolve().is_relative_to(_PACKAGE):
+            return fallback(message, category, filename, lineno, file, line)
+        print(f"[lab5] {message}", file=sys.stderr if file is None else file, flush=True)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ images, and the per-image test predictions saved in each run folder."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,38 +192,3 @@ def best_and_worst(per_class: pd.DataFrame, n: int = 10) -> tuple[pd.DataFrame, 
     return best.reset_index(drop=True), worst.reset_index(drop=True)
 
 
-def class_names_for(model_path: str | Path) -> list[str] | None:
-    """The class names saved beside a run's model (`class_names.json`), if any."""
-    path = Path(model_path).with_name("class_names.json")
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def predict_files(
-    model_path: str | Path, images: Iterable[str | Path], top: int = 5
-) -> tuple[list[tuple[str, list[tuple[str, float]]]], list[str]]:
-    """Top-`top` (class, probability) for each image file, preprocessed like validation data.
-    Unreadable files are reported by name in the second list; the others still run."""
-    import tensorflow as tf
-
-    from lab5_utils.config import LabConfig
-    from lab5_utils.model import load_model
-    from lab5_utils.pipeline import make_pipeline
-
-    model = load_model(model_path)
-    size = int(model.input_shape[1])
-    names = class_names_for(model_path) or [f"class {i}" for i in range(model.output_shape[-1])]
-    cfg = LabConfig.preset("demo", image_size=size, batch_size=1, augmentations=[])
-    results, problems = [], []
-    for image in images:
-        try:
-            encoded = tf.io.read_file(str(image))
-            tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        except (tf.errors.OpError, ValueError) as err:
-            problems.append(f"{image}: not a readable JPEG/PNG image ({type(err).__name__})")
-            continue
-        ds = tf.data.Dataset.from_tensors((encoded, tf.constant(0, tf.int32)))
-        batch = next(iter(make_pipeline(ds, cfg, training=False)))[0]
-        probs = np.asarray(model(batch, training=False))[0]
-        order = np.argsort(-probs)[: max(1, top)]
-        results.append((str(image), [(names[i], float(probs[i])) for i in order]))
-    return results, problems

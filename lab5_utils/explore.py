@@ -9,16 +9,16 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import LabConfig
-from lab5_utils.pipeline import make_pipeline
+from lab5_utils.pipeline import decode, make_pipeline
 
 
 def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:
-    """Images per class and (width, height) of the first `max_scan` encoded examples."""
+    """Images per class and (width, height), as shown, of the first `max_scan` encoded examples."""
 
-    def shape(encoded, label):
+    def shape(encoded, label, orientation=1):
         dims = tf.cond(tf.io.is_jpeg(encoded), lambda: tf.io.extract_jpeg_shape(encoded)[:2],
                        lambda: tf.shape(tf.io.decode_image(encoded, 3, expand_animations=False))[:2])
-        return dims, label
+        return tf.where(orientation >= 5, dims[::-1], dims), label  # 5-8: stored sideways
 
     rows = [(int(hw[1]), int(hw[0]), int(y))
             for hw, y in ds.take(max_scan).map(shape).as_numpy_iterator()]
@@ -45,10 +45,10 @@ def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
 
 
 def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[list, list[str]]:
-    """The first `n` images decoded at their own size, and their class names."""
+    """The first `n` images decoded at their own size (upright), and their class names."""
     images, titles = [], []
-    for encoded, label in ds.take(n).as_numpy_iterator():
-        images.append(tf.io.decode_image(encoded, 3, expand_animations=False).numpy())
+    for encoded, label, *orientation in ds.take(n).as_numpy_iterator():
+        images.append(decode(encoded, None, orientation=(orientation or [1])[0]).numpy())
         titles.append(str(class_names[int(label)]))
     return images, titles
 

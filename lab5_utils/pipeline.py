@@ -27,10 +27,15 @@ AUTOTUNE = tf.data.AUTOTUNE
 JPEG_SCALES = (1, 2, 4, 8)
 
 
-def decode(encoded: tf.Tensor, size: int, crop_seed: tf.Tensor | None = None) -> tf.Tensor:
-    """Encoded JPEG/PNG -> uint8 [h, w, 3], ready to resize to `size`: JPEGs are decoded at the
-    smallest scale that keeps >= `size` px a side. With `crop_seed`, a random crop (35-100 % of
-    the area, aspect 3/4-4/3) that, for JPEGs, is decoded straight from the file."""
+def decode(
+    encoded: tf.Tensor, size: int | None, crop_seed: tf.Tensor | None = None,
+    orientation: tf.Tensor | int | None = None,
+) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 [h, w, 3], ready to resize to `size`: JPEGs are
+    decoded at the smallest scale that keeps >= `size` px a side (`size=None`: full scale).
+    With `crop_seed`, a random crop (35-100 % of the area, aspect 3/4-4/3) that, for JPEGs, is
+    decoded straight from the file. `orientation` (EXIF, 1-8) turns the small decoded image
+    upright, as photo viewers show it; a crop taken as stored is a crop of the upright photo."""
 
     def jpeg() -> tf.Tensor:
         shape = tf.io.extract_jpeg_shape(encoded)
@@ -47,8 +52,29 @@ def decode(encoded: tf.Tensor, size: int, crop_seed: tf.Tensor | None = None) ->
         return image
 
     image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    if orientation is not None:
+        image = orient(image, orientation)
     image.set_shape([None, None, 3])
     return image
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor | int) -> tf.Tensor:
+    """An image as stored -> as shown, for EXIF orientation 1-8 (other values: as stored).
+    E.g. 6 (a phone held upright, stored sideways) turns it 90 degrees clockwise."""
+    cases = [
+        lambda: image,  # 0, or a value outside 1-8
+        lambda: image,  # 1: stored upright
+        lambda: tf.image.flip_left_right(image),  # 2: mirrored
+        lambda: tf.image.rot90(image, 2),  # 3: upside down
+        lambda: tf.image.flip_up_down(image),  # 4: mirrored upside down
+        lambda: tf.image.transpose(image),  # 5: mirrored along the main diagonal
+        lambda: tf.image.rot90(image, 3),  # 6: rot90 turns counter-clockwise: 3 x = clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: along the other diagonal
+        lambda: tf.image.rot90(image, 1),  # 8: counter-clockwise
+    ]
+    index = tf.cast(orientation, tf.int32)
+    index = tf.where((index >= 1) & (index <= 8), index, 0)
+    return tf.switch_case(index, cases)
 
 
 def jpeg_scale(side: tf.Tensor, size: int) -> tf.Tensor:
@@ -58,15 +84,18 @@ def jpeg_scale(side: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _decode_jpeg_scaled(
-    encoded: tf.Tensor, side: tf.Tensor, size: int, box: tf.Tensor | None
+    encoded: tf.Tensor, side: tf.Tensor, size: int | None, box: tf.Tensor | None
 ) -> tf.Tensor:
-    """Decode (the `box` [y, x, h, w] of) a JPEG at 1/r scale, r chosen from the shorter `side`."""
+    """Decode (the `box` [y, x, h, w] of) a JPEG at 1/r scale, r chosen from the shorter `side`
+    (`size=None`: r = 1)."""
 
     def at(r: int):
         if box is None:
             return lambda: tf.io.decode_jpeg(encoded, channels=3, ratio=r)
         return lambda: tf.io.decode_and_crop_jpeg(encoded, box // r, channels=3, ratio=r)
 
+    if size is None:
+        return at(1)()
     return tf.switch_case(jpeg_scale(side, size), [at(r) for r in JPEG_SCALES])
 
 
@@ -99,11 +128,11 @@ def cache_side(image_size: int) -> int:
     return -(-image_size * 8 // 7)
 
 
-def shrink(encoded: tf.Tensor, side: int) -> tf.Tensor:
-    """Encoded image -> uint8 with the shorter side at most `side`, aspect kept. JPEGs are
-    decoded at the DCT scale that leaves less than 2x to shrink, so plain bilinear suffices
+def shrink(encoded: tf.Tensor, side: int, orientation: tf.Tensor | int | None = None) -> tf.Tensor:
+    """Encoded image -> uint8 upright, with the shorter side at most `side`, aspect kept. JPEGs
+    are decoded at the DCT scale that leaves less than 2x to shrink, so plain bilinear suffices
     (an antialiased resize would cost 1.7x as much for the whole first epoch)."""
-    image = decode(encoded, side)
+    image = decode(encoded, side, orientation=orientation)
     shape = tf.shape(image)[:2]
     short = tf.reduce_min(shape)
 
@@ -113,6 +142,12 @@ def shrink(encoded: tf.Tensor, side: int) -> tf.Tensor:
     return tf.cond(short > side, resized, lambda: image)
 
 
+def model_input(encoded: tf.Tensor, size: int, orientation: tf.Tensor | int | None = None) -> tf.Tensor:
+    """Encoded image -> the uint8 [size, size, 3] a model sees in validation (and `predict`):
+    decoded, upright, resized (the whole image, squeezed to a square)."""
+    return _to_uint8(tf.image.resize(decode(encoded, size, orientation=orientation), [size, size]))
+
+
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(image), tf.uint8)  # resizing 0..255 pixels stays inside 0..255
 
@@ -120,7 +155,8 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 def make_pipeline(
     ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None
 ) -> tf.data.Dataset:
-    """Encoded (image, label) -> batched (uint8 0..255 images, int32 labels), prefetched.
+    """Encoded (image, label) or, from folders, (image, label, EXIF orientation) -> batched
+    (uint8 0..255 upright images, int32 labels), prefetched.
 
     uint8 batches are a quarter the size of float32 ones; Keras casts them to the model's
     float32 input inside the compiled step. Training: shuffle, random crop + flip (seeded per
@@ -139,9 +175,10 @@ def make_pipeline(
     held = count + buffer if training and count >= 0 else count  # the shuffle buffer, after the cache
     cache = _cache_target(setting, field_name, held, image_bytes, cfg)
 
+    ds = ds.map(_with_orientation)  # ((encoded, orientation), label) from here on
     if cache is not None:
-        stored = (lambda e, y: (shrink(e, side), y)) if crop else (
-            lambda e, y: (_to_uint8(tf.image.resize(decode(e, size), [size, size])), y))
+        stored = (lambda e, y: (shrink(e[0], side, e[1]), y)) if crop else (
+            lambda e, y: (model_input(e[0], size, e[1]), y))
         ds = _skip_undecodable(ds.map(stored, num_parallel_calls=AUTOTUNE), cfg).cache(cache)
     if training:
         ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
@@ -150,8 +187,8 @@ def make_pipeline(
         crop_seed = flip_seed = None
         if seed is not None:
             crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split([seed, 0], 2))
-        if cache is None:  # `image` is encoded: decode only the crop, at a reduced scale
-            image = decode(image, size, crop_seed if crop else None)
+        if cache is None:  # `image` is (encoded, orientation): decode only the crop, reduced
+            image = decode(image[0], size, crop_seed if crop else None, image[1])
         elif crop:
             y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
             image = image[y : y + h, x : x + w]
@@ -176,6 +213,13 @@ def make_pipeline(
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options())
+
+
+def _with_orientation(
+    encoded: tf.Tensor, label: tf.Tensor, orientation: tf.Tensor | int = 1
+) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Folder sources carry each JPEG's EXIF orientation; the others' images are upright (1)."""
+    return (encoded, tf.cast(orientation, tf.int32)), label
 
 
 def _skip_undecodable(ds: tf.data.Dataset, cfg: LabConfig) -> tf.data.Dataset:

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +65,20 @@ def test_predict_ranks_classes_and_reports_unreadable_files(trained_lab, capsys,
     Image.fromarray(np.full((300, 200, 3), 120, np.uint8)).save(photo)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
+    out = tmp_path / "explained"
     code = main(["predict", str(photo), str(broken), "--model",
-                 str(transfer.run_dir / "best.keras"), "--top", "3"])
+                 str(transfer.run_dir / "best.keras"), "--top", "3", "--explain", str(out)])
     captured = capsys.readouterr()
     assert code == 1 and "broken.jpg" in captured.err
-    lines = captured.out.splitlines()
-    assert lines[0] == str(photo) and len(lines) == 4
-    probs = [float(line.split("%")[0]) for line in lines[1:]]
-    assert probs == sorted(probs, reverse=True) and all(0 <= p <= 100 for p in probs)
-    assert all("class_0" in line for line in lines[1:])
+    header, row = captured.out.splitlines()
+    assert header.split() == ["image", "top-1", "top-2", "top-3", "overlay"]
+    assert row.startswith(str(photo)) and row.endswith(str(out / "photo.png"))
+    probs = [float(cell.split("(")[1].rstrip("%)")) for cell in row.split()[1:-1] if "(" in cell]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+    assert all(0 <= p <= 100 for p in probs) and row.count("class_0") == 3
+    # lab5's EfficientNet-B0: its Grad-CAM overlay, in the photo's proportions
+    assert [p.name for p in out.iterdir()] == ["photo.png"]
+    assert Image.open(out / "photo.png").size == (200, 300)
 
 
 def test_train_strict_stops_on_a_truncated_image_and_names_it(capsys, tmp_path):
@@ -87,3 +93,24 @@ def test_train_strict_stops_on_a_truncated_image_and_names_it(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "cut.jpg: truncated JPEG" in err and "strict_data" in err
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_the_cli_prints_lab5s_warnings_as_one_plain_line(capsys, tmp_path):
+    photos = tmp_path / "photos"
+    for i, name in enumerate(("cat", "dog")):
+        (photos / name).mkdir(parents=True)
+        for j in range(3):
+            pixels = np.full((40, 40, 3), 60 + 100 * i + 5 * j, np.uint8)
+            Image.fromarray(pixels).save(photos / name / f"{j}.jpg")
+    (photos / "dog" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    shown = warnings.showwarning
+    assert main(["train", "--set", f"dataset=folder:{photos}", "--set", "image_size=32",
+                 "--set", "validation_split=0.34", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "Skipped" in line]
+    assert len(lines) == 1 and lines[0].startswith("[lab5] Skipped 1 file(s) in ")
+    assert "IMG_0001.HEIC (HEIC/HEIF image" in lines[0] and "convert them to JPEG" in lines[0]
+    assert "UserWarning" not in err and "warnings.warn(" not in err  # no file, line, source
+    assert warnings.showwarning is shown  # notebooks and other callers keep normal warnings

@@ -64,7 +64,7 @@ def test_folder_source_with_jpeg_and_png_split_by_seed(tmp_path):
     for ds in (train, val, test):
         _check_batches(ds, 3, 64)
     again = load_encoded(cfg)[1]
-    assert [bytes(x.numpy()) for x, _ in again] == [bytes(x.numpy()) for x, _ in load_encoded(cfg)[1]]
+    assert [bytes(x.numpy()) for x, *_ in again] == [bytes(x.numpy()) for x, *_ in load_encoded(cfg)[1]]
 
 
 def test_folder_with_train_and_validation_subfolders(tmp_path):

@@ -41,7 +41,7 @@ def _snapshot(root):
     ("missing", "does not exist or is not a folder"),
     ("empty", "needs at least 2 class sub-folders; found 0 \\(none\\)"),
     ("one class", "needs at least 2 class sub-folders; found 1 \\(cat\\)"),
-    ("empty class", "class folder '.*dog' holds no usable JPEG/PNG images"),
+    ("empty class", r"class folder '.*dog' holds no usable images \(JPEG, PNG, GIF, BMP or WebP\)"),
 ])
 def test_unusable_folders_are_refused_with_one_message(tmp_path, case, message):
     root = tmp_path / "photos"

@@ -62,7 +62,7 @@ def test_food101_loads_the_three_splits_it_names(tmp_path, monkeypatch):
 
 
 def _digests(ds) -> list[str]:
-    return [hashlib.sha1(bytes(x.numpy())).hexdigest() for x, _ in ds]
+    return [hashlib.sha1(bytes(example[0].numpy())).hexdigest() for example in ds]
 
 
 def _check_disjoint_and_deterministic(cfg):
@@ -100,7 +100,7 @@ def test_folder_without_sub_folders_is_split_by_class_and_seed(tmp_path):
     splits = _check_disjoint_and_deterministic(cfg)
     assert splits.info.sizes == {"train": 15, "validation": 6, "test": 9}
     for ds, per_class in ((splits.train, 5), (splits.validation, 2), (splits.test, 3)):
-        assert np.bincount([int(y) for _, y in ds]).tolist() == [per_class] * 3  # stratified
+        assert np.bincount([int(e[1]) for e in ds]).tolist() == [per_class] * 3  # stratified
     other = load_encoded(cfg.replace(seed=1))
     assert _digests(other.test) != _digests(splits.test)
     assert "30% of each class" in splits.info.split_rule
