@@ -360,6 +360,7 @@ class ModelEvaluations:
     class_names: list[str]
     top_losses: pd.DataFrame  # evaluate.top_losses of the chosen model
     top_loss_images: Any  # uint8 [k, H, W, 3], in the order of `top_losses`
+    run_dir: Path  # the chosen model's run folder (its best.keras)
 
 
 def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst: int = 9
@@ -393,7 +394,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     images = test_images(cfg, [*range(min(sample, len(predictions.y_true))), *top["index"]])
     predictions.images = images[:sample]
     return ModelEvaluations(summary, best_name, evaluation, predictions, class_names, top,
-                            images[sample:])
+                            images[sample:], Path(cfg.run_root) / runs[best_name]["run"])
 
 
 def test_images(cfg: LabConfig, indices: list[int]) -> np.ndarray:

@@ -271,7 +271,7 @@ def plot_predictions(
 
 
 def plot_top_losses(images: Sequence[np.ndarray] | np.ndarray, top: pd.DataFrame,
-                    class_names: Sequence[str], ncols: int = 3) -> Figure:
+                    class_names: Sequence[str], ncols: int = 3, title: str = "") -> Figure:
     """The most confidently wrong images (`evaluate.top_losses` rows, in order), each titled with
     its true class, the predicted class and the probabilities of both."""
     fig, axes = _grid(len(top), ncols, cell=3.2)
@@ -280,7 +280,7 @@ def plot_top_losses(images: Sequence[np.ndarray] | np.ndarray, top: pd.DataFrame
         ax.set_title(f"true: {class_names[int(row['true'])]} ({row['true_probability']:.0%})\n"
                      f"pred: {class_names[int(row['predicted'])]} ({row['probability']:.0%})",
                      fontsize=9, color=WRONG_COLOR)
-    fig.suptitle(f"The {len(top)} most confidently wrong test images")
+    fig.suptitle(title or f"The {len(top)} most confidently wrong test images")
     return fig
 
 

@@ -221,7 +221,7 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
         assert before.rfind("data:image/png;base64,") > before.rfind("Figure: ")  # embedded
     for name in ("class_balance", "image_sizes", "sample_images", "augmentation_preview",
                  "history_transfer", "val_accuracy_by_lr", "val_loss_by_lr", "per_class",
-                 "confusion", "predictions", "top_losses",
+                 "confusion", "predictions", "top_losses", "gradcam_top_losses",
                  *(f"history_{n}" for n in _finetune_names())):
         assert (figures / f"{name}.svg").is_file() and (figures / f"{name}.png").is_file(), name
     table = re.search(r'<table[^>]*id="lab5-results".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
