@@ -331,6 +331,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-batch-size", type=_positive, default=32,
                         help="batch size of the fit measurement (32, preset demo)")
     parser.add_argument("--no-fit", action="store_true", help="skip the fit measurement")
+    parser.add_argument("--train-step", action="store_true",
+                        help="instead: images/s of the real training step (frozen and unfrozen, "
+                             "XLA off/on) at --step-sizes, in memory and fed by the input "
+                             "pipeline, at --batch-size (64, preset full)")
+    parser.add_argument("--step-sizes", type=_positive, nargs="+", default=[224], metavar="PX",
+                        help="--train-step: image sizes to measure (224)")
+    parser.add_argument("--steps", type=_positive, default=10,
+                        help="--train-step: timed steps per measurement (10)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -338,6 +346,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print the report (or JSON)."""
     if args.image_size < 32 or args.fit_image_size < 32:
         raise ValueError("--image-size and --fit-image-size must be >= 32 (EfficientNet minimum).")
+    if args.train_step:
+        from lab5_utils.speed import bench_train_step, format_train_step
+
+        step = bench_train_step(tuple(dict.fromkeys(args.step_sizes)), args.batch_size, args.steps,
+                                pipeline_images=max(args.images, 2 * args.batch_size))
+        print(json.dumps(step, indent=2) if args.json else format_train_step(step))
+        return 0
     result = run_bench(args.images, args.batch_size, args.image_size, args.repeats,
                        fit=not args.no_fit, fit_image_size=args.fit_image_size,
                        fit_batch_size=args.fit_batch_size)

@@ -1,0 +1,71 @@
+"""The training-step speed tools: the XLA probe's choice, steps_per_execution, the timing itself
+and `lab5 bench --train-step`."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lab5_utils.speed import (
+    StepTiming,
+    choose_jit,
+    jit_message,
+    resolve_steps_per_execution,
+    time_train_step,
+)
+
+
+@pytest.mark.parametrize("faster", [False, True])
+def test_the_probe_keeps_the_faster_variant_and_records_both(faster):
+    rates = {False: 100.0, True: 100.0 * (1.9 if faster else 0.4)}
+    asked = []
+
+    def measure(jit):
+        asked.append(jit)
+        return StepTiming(jit, 1, rates[jit], 1.0, 10)
+
+    chosen, record = choose_jit(measure)
+    assert chosen is faster and asked == [False, True]
+    assert record["measured"]["jit_false"]["images_per_s"] == 100.0
+    assert record["measured"]["jit_true"]["images_per_s"] == rates[True]
+    text = jit_message(record)
+    assert f"{rates[True]:.0f} with it" in text and f"jit_compile={str(faster).lower()}" in text
+
+
+def test_steps_per_execution_auto_is_one_on_cpu_and_larger_on_accelerators():
+    assert resolve_steps_per_execution("auto", accelerator=False, steps_per_epoch=1000) == 1
+    assert resolve_steps_per_execution("auto", accelerator=True, steps_per_epoch=1000) == 32
+    assert resolve_steps_per_execution("auto", accelerator=True, steps_per_epoch=5) == 5
+    assert resolve_steps_per_execution(4, accelerator=False, steps_per_epoch=1000) == 4
+
+
+def test_timing_the_step_leaves_the_weights_as_they_were():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    before = [w.copy() for w in model.get_weights()]
+    data = tf.data.Dataset.from_tensors((np.ones((8, 4), np.float32), np.zeros(8, np.int32)))
+    timing = time_train_step(model, data, batch_size=8, steps=4, jit_compile=False,
+                             steps_per_execution=2)
+    assert timing.images_per_s > 0 and timing.steps == 4 and timing.steps_per_execution == 2
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.slow
+def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(capsys, monkeypatch):
+    from lab5_utils import speed
+    from lab5_utils.cli import main
+
+    real = speed.bench_train_step
+    monkeypatch.setattr(speed, "bench_train_step",  # XLA compiles take minutes on a CPU
+                        lambda *a, **k: real(*a, **{**k, "jit": (False,)}))
+    assert main(["bench", "--train-step", "--step-sizes", "32", "--batch-size", "4",
+                 "--steps", "2", "--images", "16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["sizes"]["32"]
+    for part in ("frozen", "unfrozen"):
+        assert rows[f"{part}_jit_false"] > 0 and rows[f"{part}_pipeline_fed"] > 0
+        ratio = rows[f"{part}_pipeline_fed"] / rows[f"{part}_jit_false"]
+        assert rows[f"{part}_pipeline_fed_vs_in_memory"] == pytest.approx(ratio, abs=1e-3)
+    assert rows["frozen_jit_false"] > rows["unfrozen_jit_false"]  # a frozen base trains faster
+    assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32]}
