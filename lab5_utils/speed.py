@@ -7,6 +7,7 @@ with XLA, compiles) the step: images/s of what training really runs, callbacks a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -128,6 +129,7 @@ def bench_train_step(image_sizes: tuple[int, ...] = (224,), batch_size: int = 64
                 rows[f"{part}_pipeline_fed_vs_in_memory"] = round(
                     fed_timing.images_per_s / rows[f"{part}_jit_false"], 3)
             result["sizes"][str(size)] = rows
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
