@@ -16,6 +16,7 @@ SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast")
 UNFREEZE_MODES = ("all", "top:N", "none")
 MIXED_PRECISION = ("auto", "on", "off")
+JIT_COMPILE = ("auto", "true", "false")
 PRESETS = ("demo", "quick", "full")
 
 
@@ -39,7 +40,8 @@ class LabConfig:
     dropout: float = 0.2
     seed: int = 42
     mixed_precision: str = "auto"
-    jit_compile: bool = False
+    jit_compile: str = "false"  # "auto" (measure both on a GPU/TPU), "true", "false"
+    steps_per_execution: int | str = 1  # or "auto": 1 on a CPU, more on a GPU/TPU
     train_fraction: float = 1.0
     validation_split: float = 0.1
     test_split: float = 0.1
@@ -59,6 +61,10 @@ class LabConfig:
         if isinstance(self.augmentations, str):
             self.augmentations = [a for a in self.augmentations.split(",") if a.strip()]
         self.augmentations = [a.strip() for a in self.augmentations]
+        if isinstance(self.jit_compile, (bool, str)):  # bool: configs written before "auto"
+            self.jit_compile = str(self.jit_compile).lower()
+        if isinstance(self.steps_per_execution, str) and self.steps_per_execution.isdigit():
+            self.steps_per_execution = int(self.steps_per_execution)
         self.validate()
 
     # --- validation -------------------------------------------------------------------
@@ -80,6 +86,10 @@ class LabConfig:
             _fail("dataset", self.dataset, "'folder:' followed by a path, e.g. folder:data/photos")
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("jit_compile", self.jit_compile, JIT_COMPILE)
+        spe = self.steps_per_execution
+        if spe != "auto" and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
+            _fail("steps_per_execution", spe, "'auto' or an integer >= 1")
         for aug in self.augmentations:
             _check_choice("augmentations", aug, AUGMENTATIONS)
         parse_unfreeze(self.unfreeze)
@@ -170,11 +180,12 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
     "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
                   finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
-                  validation_split=0.05,
+                  validation_split=0.05, jit_compile="auto", steps_per_execution="auto",
                   run_root="runs/quick"),
     "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                  transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
-                 finetune_learning_rate=1e-5, validation_split=0.05, run_root="runs/full"),
+                 finetune_learning_rate=1e-5, validation_split=0.05, jit_compile="auto",
+                 steps_per_execution="auto", run_root="runs/full"),
 }
 
 

@@ -21,7 +21,8 @@ MB = 2**20
 
 RESOURCE_COLUMNS = [
     "run", "stage", "learning_rate", "trainable_params", "optimizer_state_mb",
-    "training_memory_mb", "memory_kind", "seconds_per_epoch",
+    "training_memory_mb", "memory_kind", "seconds_per_epoch", "train_images_per_s",
+    "jit_compile", "steps_per_execution",
 ]  # fmt: skip
 
 

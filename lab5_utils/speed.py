@@ -76,6 +76,13 @@ def jit_message(record: dict[str, Any]) -> str:
             f"and {on:.0f} with it; training uses jit_compile={str(record['chosen']).lower()}")
 
 
+def accelerator_present() -> bool:
+    """A GPU or a TPU is attached."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def resolve_steps_per_execution(setting: int | str, accelerator: bool, steps_per_epoch: int) -> int:
     """`auto`: 1 on a CPU (a step takes long there), else up to ACCELERATOR_STEPS_PER_EXECUTION
     (never more than an epoch's steps); a number is used as given."""

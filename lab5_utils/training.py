@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import evaluate
+from lab5_utils import evaluate, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
@@ -104,9 +104,13 @@ def run_stage(
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
         first_epoch, epochs = len(hist.load_history(transfer_dir)), cfg.finetune_epochs
-    steps = math.ceil(info.num_train / cfg.batch_size)
+    speed_choice = _choose_speed(cfg, model, train_ds, info.num_train)
+    if speed_choice["drop_remainder"]:  # XLA would compile the step again for a short batch
+        train_ds = train_ds.rebatch(cfg.batch_size, drop_remainder=True)
+    steps = speed_choice["steps_per_epoch"]
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
-    mdl.compile_model(model, schedule, jit_compile=cfg.jit_compile)
+    mdl.compile_model(model, schedule, jit_compile=speed_choice["jit_compile"],
+                      steps_per_execution=speed_choice["steps_per_execution"])
     done = _truncate_to_backup(run_dir, first_epoch, epochs)
     trained = done["finished"] == first_epoch + epochs  # killed after training, before the end
     if trained:
@@ -151,6 +155,7 @@ def run_stage(
         test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names, trained)
     metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, wall,
                        transfer_dir if stage == "finetune" else None, memory, info, test)
+    metrics |= _speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
     hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
         "selected_val_accuracy": metrics["best_val_accuracy"],
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss})
@@ -193,8 +198,10 @@ def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
-    # Neither changes what a run learns: where runs live, and whether damaged files stop it
-    changed = LabConfig.from_json(config_path).diff(cfg, ignore=("run_root", "strict_data"))
+    # None changes what a run learns: where runs live, whether damaged files stop it, and how
+    # fast the step runs
+    changed = LabConfig.from_json(config_path).diff(
+        cfg, ignore=("run_root", "strict_data", "jit_compile", "steps_per_execution"))
     if changed:
         fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
         raise RunError(
@@ -356,6 +363,41 @@ def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame,
     predictions = evaluate.collect_predictions(model, test_ds, keep_images=0)
     evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
     return evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+
+
+PROBE_BATCHES, PROBE_STEPS = 4, 30  # jit_compile=auto: a few dozen steps on cached batches
+
+
+def _choose_speed(cfg: LabConfig, model: keras.Model, train_ds, num_train: int) -> dict:
+    """XLA on or off (`jit_compile=auto`: the faster of both, timed on the stage's real step on
+    a GPU/TPU; off on a CPU), steps per execution, and the steps of an epoch (whole batches
+    only when XLA is on)."""
+    accelerator = speed.accelerator_present()
+    steps = math.ceil(num_train / cfg.batch_size)
+    spe = speed.resolve_steps_per_execution(cfg.steps_per_execution, accelerator, steps)
+    probe: dict = {"setting": cfg.jit_compile}
+    if cfg.jit_compile != "auto":
+        jit = cfg.jit_compile == "true"
+    elif not accelerator:
+        jit, probe["reason"] = False, "no GPU or TPU: XLA stays off on a CPU"
+    else:
+        sample = train_ds.take(PROBE_BATCHES).cache()
+        jit, record = speed.choose_jit(lambda on: speed.time_train_step(
+            model, sample, cfg.batch_size, PROBE_STEPS, on, spe))
+        probe |= record
+        print(speed.jit_message(record), flush=True)
+    drop = jit and num_train >= cfg.batch_size
+    return {"jit_compile": jit, "jit_probe": probe, "steps_per_execution": spe,
+            "drop_remainder": drop, "steps_per_epoch": num_train // cfg.batch_size if drop else steps}
+
+
+def _speed_metrics(choice: dict, batch_size: int, num_train: int, metrics: dict) -> dict:
+    """The speed settings a run used and the training images/s they gave."""
+    images = choice["steps_per_epoch"] * batch_size if choice["drop_remainder"] else num_train
+    seconds = metrics.get("seconds_per_epoch")
+    return {k: choice[k] for k in ("jit_compile", "jit_probe", "steps_per_execution",
+                                   "steps_per_epoch")} | {
+        "train_images_per_s": images / seconds if seconds else None}
 
 
 def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -58,7 +59,21 @@ def test_settings_are_parsed_by_field_type():
          "jit_compile=true"]
     )
     assert cfg.batch_size == 8 and cfg.learning_rate == 3e-4 and cfg.weights is None
-    assert cfg.augmentations == ["flip", "contrast"] and cfg.jit_compile is True
+    assert cfg.augmentations == ["flip", "contrast"] and cfg.jit_compile == "true"
+
+
+def test_jit_compile_and_steps_per_execution_settings():
+    assert LabConfig.preset("full").jit_compile == "auto"
+    assert LabConfig.preset("demo").jit_compile == "false"
+    cfg = LabConfig.preset("demo").with_settings(["steps_per_execution=4", "jit_compile=True"])
+    assert cfg.steps_per_execution == 4 and cfg.jit_compile == "true"
+    assert LabConfig.preset("quick").steps_per_execution == "auto"
+    old = json.loads(LabConfig.preset("demo").to_json()) | {"jit_compile": False}  # before "auto"
+    assert LabConfig.from_json(json.dumps(old)).jit_compile == "false"
+    with pytest.raises(ValueError, match="steps_per_execution=0 is not valid: expected 'auto' or"):
+        LabConfig.preset("demo").with_settings(["steps_per_execution=0"])
+    with pytest.raises(ValueError, match="jit_compile='maybe' is not valid: expected one of auto"):
+        LabConfig.preset("demo").with_settings(["jit_compile=maybe"])
 
 
 def test_unknown_setting_suggests_the_closest_key():

@@ -69,3 +69,46 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
         assert rows[f"{part}_pipeline_fed_vs_in_memory"] == pytest.approx(ratio, abs=1e-3)
     assert rows["frozen_jit_false"] > rows["unfrozen_jit_false"]  # a frozen base trains faster
     assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32]}
+
+
+@pytest.mark.slow
+def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
+    from lab5_utils.training import run_stage
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=2, jit_compile="true",
+                      unfreeze="top:2", synthetic_train_per_class=7)  # 35 images: 2 whole batches
+    for stage, epochs in (("transfer", [1, 2]), ("finetune", [3])):
+        result = run_stage(cfg, stage, verbose=0)
+        m = result.metrics
+        assert list(result.history["epoch"]) == epochs
+        assert m["jit_compile"] is True and m["jit_probe"] == {"setting": "true"}
+        assert m["steps_per_epoch"] == 35 // cfg.batch_size == 2  # the short batch is dropped
+        assert m["train_images_per_s"] > 0 and 0 <= m["test_accuracy"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("faster", [False])  # True would compile XLA for the whole run on a CPU
+def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_path, monkeypatch,
+                                                                         capsys, faster):
+    from lab5_utils import speed
+    from lab5_utils.training import run_stage
+    from tests.conftest import tiny_config
+
+    probed = []
+
+    def stand_in(model, batches, batch_size, steps, jit_compile, steps_per_execution):
+        probed.append((jit_compile, steps_per_execution))
+        return StepTiming(jit_compile, steps_per_execution,
+                          200.0 if jit_compile == faster else 100.0, 1.0, steps)
+
+    monkeypatch.setattr(speed, "accelerator_present", lambda: True)
+    monkeypatch.setattr(speed, "time_train_step", stand_in)
+    cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=1, jit_compile="auto",
+                      steps_per_execution="auto")
+    m = run_stage(cfg, "transfer", verbose=0).metrics
+    steps = -(-cfg.num_classes * cfg.synthetic_train_per_class // cfg.batch_size)
+    assert probed == [(False, steps), (True, steps)]  # auto: an epoch's steps per call, at most 32
+    assert m["jit_compile"] is faster and m["steps_per_execution"] == steps
+    assert m["jit_probe"]["measured"]["jit_true"]["images_per_s"] == (200.0 if faster else 100.0)
+    assert "training uses jit_compile=false" in capsys.readouterr().out

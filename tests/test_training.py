@@ -176,6 +176,8 @@ def _train_command(cfg, run_dir):
         ("transfer_epochs", cfg.transfer_epochs), ("num_classes", cfg.num_classes),
         ("synthetic_train_per_class", cfg.synthetic_train_per_class),
         ("synthetic_val_per_class", cfg.synthetic_val_per_class),
+        ("synthetic_test_per_class", cfg.synthetic_test_per_class),
+        ("steps_per_execution", cfg.steps_per_execution),
         ("calibration_images", cfg.calibration_images), ("run_root", cfg.run_root))]
     return [sys.executable, "-m", "lab5_utils.cli", "train", "--stage", "transfer",
             "--run-dir", str(run_dir), *settings]
@@ -196,7 +198,7 @@ def _rows(csv):
 
 
 def test_run_killed_at_several_moments_resumes_with_every_epoch_exactly_once(tmp_path):
-    cfg = tiny_config(tmp_path, transfer_epochs=4)
+    cfg = tiny_config(tmp_path, transfer_epochs=4, steps_per_execution=2)  # 2 steps per call
     run_dir = tmp_path / "killed"
     cmd = _train_command(cfg, run_dir)
     csv, started = run_dir / "history.csv", time.time()
@@ -216,6 +218,7 @@ def test_run_killed_at_several_moments_resumes_with_every_epoch_exactly_once(tmp
     assert list(read_tensorboard(run_dir / "tb")["epoch"]) == [1, 2, 3, 4]
     assert not any(p.name.startswith(".") for p in run_dir.rglob("*"))  # no partial files left
     assert (run_dir / "best.keras").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["steps_per_execution"] == 2
 
 
 def test_resume_keeps_best_model_in_step_with_the_kept_epochs(tmp_path):
