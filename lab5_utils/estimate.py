@@ -48,7 +48,7 @@ class Hardware:
         if self.gpus:
             return (f"GPU: {', '.join(self.gpus)}{where}; {self.cpu_cores} CPU cores for the "
                     "input pipeline")
-        return f"no GPU{where}: CPU only, {self.cpu_cores} cores"
+        return f"CPU only, {self.cpu_cores} cores, no GPU{where}"
 
 
 @dataclass
@@ -131,7 +131,8 @@ def estimate_text(cfg: LabConfig, hardware: Hardware, timing: Timing,
     """The lines printed before training: hardware, the measurement, each stage's estimate and,
     for more than one stage, the total (`finetune_runs` fine-tuning runs, e.g. a sweep)."""
     lines = [f"[lab5] hardware: {hardware.describe()}",
-             f"[lab5] timed {timing.steps} batches of {timing.batch_size} at {cfg.image_size} px "
+             f"[lab5] timed {timing.steps} batch{'es' * (timing.steps != 1)} of "
+             f"{timing.batch_size} at {cfg.image_size} px "
              f"after tracing: " + ", ".join(
                  [f"{s} {timing.train_step[s]:.3f} s a training step" for s in timing.train_step]
                  + [f"validation {timing.val_step:.3f} s a step"])]
@@ -158,7 +159,8 @@ def cpu_warning(cfg: LabConfig, hardware: Hardware, seconds: float | None) -> st
     to go on anyway."""
     cost = (f"the `{cfg.preset_name}` preset would take about {duration(seconds)} here"
             if seconds is not None else f"the `{cfg.preset_name}` preset would take days here")
-    return (f"WARNING: no GPU found ({hardware.describe()}): {cost}. {SWITCH_RUNTIME} "
+    where = " on this Colab runtime" if hardware.on_colab else ""
+    return (f"WARNING: no GPU found{where} ({hardware.cpu_cores} CPU cores): {cost}. {SWITCH_RUNTIME} "
             "To train on this CPU anyway, set allow_cpu = True in the notebook's parameters "
             "cell (lab5 train / lab5 report: --allow-cpu).")
 

@@ -48,7 +48,7 @@ def test_without_a_gpu_quick_stops_with_the_way_to_switch_the_runtime():
     # full: ceil(71963/64) = 1125 steps * 6 s + 60 * 2 s = 6870 s an epoch, 10 epochs + 60 s
     assert "about 19.1 h" in lines[1] and "10 epochs" in lines[1]
     warning = lines[-1]
-    assert warning.startswith("WARNING: no GPU found (no GPU (Colab): CPU only, 2 cores)")
+    assert warning.startswith("WARNING: no GPU found on this Colab runtime (2 CPU cores)")
     assert "the `full` preset would take about 19.1 h here" in warning
     assert "Runtime > Change runtime type > Hardware accelerator: a GPU" in warning
     assert "allow_cpu = True" in warning and "--allow-cpu" in warning
@@ -74,7 +74,7 @@ def test_a_gpu_or_the_demo_goes_ahead_without_a_warning():
     with pytest.raises(CPURunRefused, match="the `quick` preset would take days here"):
         estimate.preflight(LabConfig.preset("quick"), steps=0, hardware=CPU, echo=lines.append,
                            measure_fn=never)
-    assert lines[0] == "[lab5] hardware: no GPU (Colab): CPU only, 2 cores"
+    assert lines[0] == "[lab5] hardware: CPU only, 2 cores, no GPU (Colab)"
 
 
 def test_lab5_train_and_report_refuse_quick_on_a_cpu_before_starting(tmp_path, monkeypatch, capsys):
