@@ -39,12 +39,16 @@ _SETUP_CELL = '''\
 # notebook reuses the clone. Elsewhere (or once installed) this cell does nothing.
 import importlib.util, os, subprocess, sys
 
+def _run(*command):  # Colab does not show a child process's output: a failure raises with it
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\\n{done.stdout}{done.stderr}")
+
 if "google.colab" in sys.modules and importlib.util.find_spec("lab5_utils") is None:
     clone = os.path.join(os.environ.get("LAB5_COLAB_HOME", "/content"), "lab5")
     if not os.path.isdir(os.path.join(clone, "lab5_utils")):
-        url = os.environ.get("LAB5_REPO_URL", "{url}")
-        subprocess.run(["git", "clone", "-q", url, clone], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", clone], check=True)
+        _run("git", "clone", "-q", os.environ.get("LAB5_REPO_URL", "{url}"), clone)
+    _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", clone)
     sys.path.insert(0, clone)
     importlib.invalidate_caches()
     from lab5_utils.colab import install_requirements
@@ -152,7 +156,7 @@ def installed_version(name: str) -> str | None:
 
 
 def install_requirements(distribution: str = "lab5-utils",
-                         run: Callable[..., object] = subprocess.run) -> list[str]:
+                         run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> list[str]:
     """Install the requirements of `distribution` that are missing, with the installed
     TensorFlow, Keras, NumPy, ... pinned by a constraints file. pyproject.toml lists TensorFlow
     only as an extra, so it is never asked for; the pins keep a requirement of a requirement
@@ -168,7 +172,11 @@ def install_requirements(distribution: str = "lab5-utils",
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="lab5-constraints-") as file:
         file.write("\n".join(pins) + "\n")
         file.flush()
-        run([sys.executable, "-m", "pip", "install", "-q", *missing, "-c", file.name], check=True)
+        done = run([sys.executable, "-m", "pip", "install", "-q", *missing, "-c", file.name],
+                   capture_output=True, text=True)
+    if done.returncode:  # e.g. a requirement that would need another TensorFlow or NumPy
+        raise RuntimeError(f"pip could not install {', '.join(missing)} beside the installed "
+                           f"{', '.join(pins)}:\n{done.stdout}{done.stderr}")
     importlib.invalidate_caches()
     return missing
 

@@ -66,8 +66,9 @@ def test_only_missing_requirements_are_installed_and_tensorflow_is_pinned():
 def test_install_requirements_asks_pip_for_what_is_missing_with_the_pins(monkeypatch, capsys):
     calls = []
 
-    def fake_pip(command, check):
+    def fake_pip(command, **kwargs):
         calls.append((command, Path(command[command.index("-c") + 1]).read_text().split()))
+        return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(colab.importlib.metadata, "requires", lambda name: ["keras>=3.3", "no-such-pkg"])
     monkeypatch.setattr(colab, "installed_version",
@@ -78,6 +79,9 @@ def test_install_requirements_asks_pip_for_what_is_missing_with_the_pins(monkeyp
     assert "keras>=3.3" not in command and "--upgrade" not in command
     assert pins == ["tensorflow==2.19.0", "keras==3.8.0"]
     assert "kept as installed: tensorflow==2.19.0, keras==3.8.0" in capsys.readouterr().out
+    conflict = subprocess.CompletedProcess([], 1, "", "ResolutionImpossible: numpy>=3")
+    with pytest.raises(RuntimeError, match="beside the installed tensorflow==2.19.0.*\n.*numpy>=3"):
+        colab.install_requirements(run=lambda command, **kwargs: conflict)
 
 
 # --- drive_dir --------------------------------------------------------------------------------
