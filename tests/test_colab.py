@@ -198,16 +198,17 @@ def _can_import(python: Path, module: str) -> bool:
                           cwd=python.parents[2]).returncode == 0  # not from the checkout
 
 
-def _run_notebook(tmp: Path, env: dict, kill_when=None, timeout: float = 420):
-    """Papermill in a child process on the notebook copied alone into the empty Colab folder;
-    SIGKILL it and its kernel once `kill_when()` is true. Returns (exit code, output)."""
+def _run_notebook(tmp: Path, env: dict, kill_when=None, timeout: float = 420,
+                  notebook: Path = ROOT / "notebooks" / "02_transfer_learning.ipynb"):
+    """Papermill in a child process on `notebook` copied alone into the Colab folder (made when
+    missing); SIGKILL it and its kernel once `kill_when()` is true. Returns (exit code, output)."""
     import psutil
 
     home = tmp / "content"
-    home.mkdir()
-    shutil.copy(ROOT / "notebooks" / "02_transfer_learning.ipynb", home)
+    home.mkdir(exist_ok=True)
+    shutil.copy(notebook, home)
     parameters = json.dumps({"settings": SETTINGS})  # drive_dir stays "auto", run_root None
-    command = [sys.executable, "-m", "papermill", str(home / "02_transfer_learning.ipynb"),
+    command = [sys.executable, "-m", "papermill", str(home / notebook.name),
                str(tmp / "executed.ipynb"), "-k", "colab-stand-in", "--cwd", str(home),
                "-y", parameters, "--no-progress-bar"]
     process = subprocess.Popen(command, env={**os.environ, "JUPYTER_PATH": str(env["jupyter"])},
@@ -251,6 +252,22 @@ def test_a_notebook_opened_alone_on_colab_installs_itself_and_survives_a_runtime
     assert sorted(p.name for p in env["purelib"].iterdir() if "tensorflow" in p.name or
                   p.name.startswith(("keras", "numpy"))) == []  # TensorFlow & co. left alone
     assert not (run / "metrics.json").exists() and len(pd.read_csv(run / "history.csv")) < EPOCHS
+
+    # The next notebook in the same runtime, with the setup cell run twice, reuses the clone.
+    clone = tmp_path / "content" / "lab5"
+    before = clone.stat().st_mtime_ns
+    setup = nbformat.read(ROOT / "notebooks" / "01_data_exploration.ipynb", as_version=4).cells[1].source
+    check = nbformat.v4.new_code_cell("import lab5_utils\nprint('package:', lab5_utils.__file__)")
+    parameters = nbformat.v4.new_code_cell("settings = []", metadata={"tags": ["parameters"]})
+    twice = [nbformat.v4.new_code_cell(setup) for _ in range(2)]
+    nb = nbformat.v4.new_notebook(cells=[*twice, parameters, check], metadata={
+        "kernelspec": {"name": "colab-stand-in", "display_name": "stand-in", "language": "python"}})
+    nbformat.write(nb, tmp_path / "next.ipynb")
+    code, output = _run_notebook(tmp_path, env, notebook=tmp_path / "next.ipynb", timeout=120)
+    assert code == 0, output[-3000:]
+    executed = (tmp_path / "executed.ipynb").read_text()
+    assert f"package: {clone / 'lab5_utils' / '__init__.py'}" in executed
+    assert clone.stat().st_mtime_ns == before
 
     # The runtime is recycled: the package and the working folder are gone, Drive is not.
     subprocess.run([str(env["python"]), "-m", "pip", "uninstall", "-y", "-q", "lab5-utils"],
