@@ -141,10 +141,12 @@ def estimate_text(cfg: LabConfig, hardware: Hardware, timing: Timing,
         lines.append(f"[lab5] {e.stage} ({what}): {e.train_steps} training + {e.val_steps} "
                      f"validation steps = about {duration(e.seconds_per_epoch)} an epoch; "
                      f"{e.epochs} epochs = about {duration(e.seconds)}")
-    total = total_seconds(estimates, finetune_runs)
-    if len(estimates) > 1 or finetune_runs > 1:
-        runs = f" + {finetune_runs} fine-tuning runs" if finetune_runs > 1 else ""
-        lines.append(f"[lab5] in all (transfer{runs}): about {duration(total)}")
+    stages = {e.stage for e in estimates}
+    if len(estimates) > 1 or ("finetune" in stages and finetune_runs > 1):
+        parts = ["transfer"] * ("transfer" in stages) + [
+            f"{finetune_runs} fine-tuning run{'s' * (finetune_runs != 1)}"] * ("finetune" in stages)
+        lines.append(f"[lab5] in all ({' + '.join(parts)}): about "
+                     f"{duration(total_seconds(estimates, finetune_runs))}")
     lines.append("[lab5] the model's compute only: Food-101's download (about 5 GB, once per "
                  "runtime unless kept on Drive) and the first epoch's JPEG decoding come on top")
     return "\n".join(lines)

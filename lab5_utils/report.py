@@ -149,8 +149,8 @@ def run_report(
     _check_writable(figures, "figures folder")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
-    estimate.preflight(cfg, estimate.STAGES, allow_cpu, estimate_steps,
-                       finetune_runs=len(lr_list) + auto, settings=settings)  # stops a CPU run
+    if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
+        _preflight(cfg, lr_list, auto, force, allow_cpu, estimate_steps, settings)
     # drive_dir None: --out and --figures say where everything goes (no Drive mount in a kernel)
     common = {"preset": preset, "settings": settings, "run_root": cfg.run_root,
               "figures_dir": str(figures), "drive_dir": None}
@@ -192,6 +192,19 @@ def run_report(
     print(f"[report] {done} of {len(runs)} notebooks succeeded in {_clock(time.time() - start)}; "
           f"report: {html}", flush=True)
     return result
+
+
+def _preflight(cfg: LabConfig, lrs: list[float], auto: bool, force: bool, allow_cpu: bool,
+               steps: int, settings: list[str]) -> None:
+    """`estimate.preflight` for the runs still to train (none after a finished sweep), timed in
+    a child process so the sweep's kernels get the whole GPU."""
+    from lab5_utils.training import default_run_dir, is_finished
+
+    todo = sum(force or not is_finished(default_run_dir(cfg, "finetune", lr)) for lr in lrs) + auto
+    stages = ["transfer"] * (force or not is_finished(default_run_dir(cfg, "transfer")))
+    stages += ["finetune"] * (todo > 0)
+    if stages:
+        estimate.preflight(cfg, stages, allow_cpu, steps, finetune_runs=todo, settings=settings)
 
 
 def report_folders(preset: str, out: str | Path | None = None,

@@ -103,3 +103,22 @@ def test_a_report_with_out_keeps_its_figures_there(tmp_path):
     assert report_folders("quick", tmp_path / "r") == (tmp_path / "r", tmp_path / "r" / "figures")
     assert report_folders("quick", tmp_path / "r", tmp_path / "f")[1] == tmp_path / "f"
     assert report_folders("demo") == (project_root() / "reports" / "demo", project_root() / "figures")
+
+
+def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkeypatch):
+    from lab5_utils import report
+
+    calls = []
+    monkeypatch.setattr(estimate, "preflight", lambda cfg, stages, *a, **k: calls.append(
+        (stages, k["finetune_runs"])))
+    cfg = report.lab_config("quick", [], str(tmp_path / "runs"))
+    for name in ("transfer", "finetune_lr=1e-04"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.json").write_text("{}")
+    report._preflight(cfg, [1e-4, 1e-5], False, False, False, 5, [])
+    report._preflight(cfg, [1e-4], False, False, False, 5, [])  # everything finished
+    report._preflight(cfg, [1e-4], True, False, False, 5, [])  # `auto` adds a run
+    assert calls == [(["finetune"], 1), (["finetune"], 1)]
+    text = estimate.estimate_text(cfg, T4, TIMING, [estimate.estimate_stage(
+        cfg, "finetune", TIMING, 7575, 3787)], finetune_runs=3)
+    assert "in all (3 fine-tuning runs): about" in text
