@@ -139,10 +139,10 @@ def test_a_drive_folder_below_the_mount_point_mounts_first(stand_in_colab):
 
 
 # --- a notebook opened alone on a stand-in Colab, killed, reset, run again ---------------------
-SETTINGS = ["image_size=32", "batch_size=16", "transfer_epochs=8", "num_classes=3",
-            "synthetic_train_per_class=48", "synthetic_val_per_class=8", "synthetic_test_per_class=4",
+SETTINGS = ["image_size=32", "batch_size=16", "transfer_epochs=6", "num_classes=3",
+            "synthetic_train_per_class=32", "synthetic_val_per_class=8", "synthetic_test_per_class=4",
             "calibration_images=16"]
-EPOCHS = 8
+EPOCHS = 6
 
 STAND_IN_DRIVE = '''\
 """Stand-in for google.colab.drive: mount() maps <mountpoint>/MyDrive to $LAB5_TEST_DRIVE."""
