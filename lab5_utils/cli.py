@@ -41,10 +41,16 @@ def _lr(text: str) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab5_utils.training import run_stage
+    from lab5_utils import estimate
+    from lab5_utils.training import default_run_dir, is_finished, run_stage, stage_config
 
+    cfg = _config(args)
+    run_dir = args.run_dir or default_run_dir(stage_config(cfg, args.stage, args.lr), args.stage,
+                                              args.lr)
+    if args.force or not is_finished(run_dir):  # quick/full: hardware, time estimate, CPU check
+        estimate.preflight(cfg, args.stage, args.allow_cpu)
     verbose = 1 if sys.stdout.isatty() else 2
-    run_stage(_config(args), args.stage, args.lr, args.run_dir, force=args.force, verbose=verbose,
+    run_stage(cfg, args.stage, args.lr, args.run_dir, force=args.force, verbose=verbose,
               transfer_dir=args.transfer_dir)
     return 0
 
@@ -124,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--run-dir", help="run directory (default: runs/<preset>/<stage>...)")
             p.add_argument("--transfer-dir", help="finetune: the transfer run to start from")
             p.add_argument("--force", action="store_true", help="redo a finished run")
+            p.add_argument("--allow-cpu", action="store_true",
+                           help="quick/full: train without a GPU (by default the command stops "
+                                "after the time estimate with a warning)")
         if name == "lr-find":
             p.add_argument("--steps", type=int, default=100, help="batches in the range test")
         if name == "compare":
@@ -155,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # progress lines show as they come, also through a pipe (a Colab `!lab5 ...` cell)
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         build_parser().error(f"--epochs={args.epochs} is not valid: expected an integer >= 1.")
     try:

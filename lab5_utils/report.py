@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from lab5_utils import estimate
 from lab5_utils.analysis import conclusion, results_table
 from lab5_utils.config import (
     PRESETS,
@@ -118,12 +119,16 @@ def parse_lrs(values: Iterable[Any] | str | float) -> tuple[list[float], bool]:
 def run_report(
     preset: str = "demo", lrs: Iterable[Any] = DEFAULT_LRS, settings: Iterable[str] = (),
     out: str | Path | None = None, force: bool = False, jobs: int = 1, hide_code: bool = True,
-    figures_dir: str | Path | None = None, lr_steps: int = 100,
+    figures_dir: str | Path | None = None, lr_steps: int = 100, allow_cpu: bool = False,
+    estimate_steps: int = 5,
 ) -> ReportResult:
     """Execute 01 and 02 once, 03 once per learning rate and then 04 with papermill, and export
     them to `<out>/lab5_report.html`. A failed notebook does not stop the others. Finished runs
     are reused, and so are executed notebooks whose source, parameters and runs are unchanged
-    (04 always runs again); `force=True` retrains and re-executes everything."""
+    (04 always runs again); `force=True` retrains and re-executes everything. Figures go to
+    `figures_dir`, else `<out>/figures` when `out` is given, else `figures/`. Before `quick` or
+    `full`, the hardware and a time estimate are printed (`estimate.preflight`, timing
+    `estimate_steps` batches per stage); without a GPU the sweep stops unless `allow_cpu`."""
     start = time.time()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs={jobs!r} is not valid: expected an integer >= 1.")
@@ -131,8 +136,7 @@ def run_report(
     if any(s.partition("=")[0].strip() == "run_root" for s in settings):
         raise ValueError("--set run_root is not used by `lab5 report`: runs go to <out>/runs; "
                          "choose the folder with --out.")
-    out = Path(out).expanduser().resolve() if out else project_root() / "reports" / preset
-    figures = Path(figures_dir).expanduser().resolve() if figures_dir else project_root() / "figures"
+    out, figures = report_folders(preset, out, figures_dir)
     cfg = lab_config(preset, settings, str(out / "runs"))  # validates preset and settings
     sources = project_root() / "notebooks"
     missing = [n for n in NOTEBOOKS if not (sources / f"{n}.ipynb").is_file()]
@@ -144,16 +148,20 @@ def run_report(
     _check_writable(out, "--out")
     _check_writable(figures, "figures folder")
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
+    if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
+        _preflight(cfg, lr_list, auto, force, allow_cpu, estimate_steps, settings)
+    # drive_dir None: --out and --figures say where everything goes (no Drive mount in a kernel)
     common = {"preset": preset, "settings": settings, "run_root": cfg.run_root,
-              "figures_dir": str(figures)}
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels inherit it
+              "figures_dir": str(figures), "drive_dir": None}
+    training_params = {"allow_cpu": allow_cpu, "estimate_steps": 0}  # estimated above
     sweep = _Sweep(cfg, out, sources, figures, start, jobs, reuse=not force)
     print(f"[report] preset {preset}, learning rates "
           f"{', '.join([lr_label(x) for x in lr_list] + ['auto'] * auto)}; output {out}", flush=True)
     suggested, finder_csv = None, None
     first = sweep.submit(_job("01_data_exploration", "1. Data exploration"), common)
     transfer = sweep.submit(_job("02_transfer_learning", "2. Transfer learning"),
-                            common | {"force": force})
+                            common | training_params | {"force": force})
     transfer_ok = transfer.result().status == "done"
     if transfer_ok and auto:
         suggested, finder_csv = _auto_lr(cfg, out, force, lr_steps, sweep)
@@ -162,7 +170,7 @@ def run_report(
     lr_list.sort(reverse=True)
     skip = "" if transfer_ok else "the transfer-learning notebook failed"
     tuning = [sweep.submit(_job("03_fine_tuning", f"3.{i} Fine-tuning at lr={lr_label(lr)}", lr),
-                           common | {"learning_rate": lr, "force": force}, skip)
+                           common | training_params | {"learning_rate": lr, "force": force}, skip)
               for i, lr in enumerate(lr_list, start=1)]
     runs = [future.result() for future in (first, transfer, *tuning)]
     failed = {lr_label(r.lr): r.error for r in runs if r.lr is not None and r.status != "done"}
@@ -184,6 +192,32 @@ def run_report(
     print(f"[report] {done} of {len(runs)} notebooks succeeded in {_clock(time.time() - start)}; "
           f"report: {html}", flush=True)
     return result
+
+
+def _preflight(cfg: LabConfig, lrs: list[float], auto: bool, force: bool, allow_cpu: bool,
+               steps: int, settings: list[str]) -> None:
+    """`estimate.preflight` for the runs still to train (none after a finished sweep), timed in
+    a child process so the sweep's kernels get the whole GPU."""
+    from lab5_utils.training import default_run_dir, is_finished
+
+    todo = sum(force or not is_finished(default_run_dir(cfg, "finetune", lr)) for lr in lrs) + auto
+    stages = ["transfer"] * (force or not is_finished(default_run_dir(cfg, "transfer")))
+    stages += ["finetune"] * (todo > 0)
+    if stages:
+        estimate.preflight(cfg, stages, allow_cpu, steps, finetune_runs=todo, settings=settings)
+
+
+def report_folders(preset: str, out: str | Path | None = None,
+                   figures_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """(report folder, figures folder): `out` or `reports/<preset>/`; `figures_dir`, else
+    `<out>/figures` when `out` is given (a report on Drive keeps its figures there too), else
+    `figures/` at the repository root."""
+    if out:
+        out = Path(out).expanduser().resolve()
+        default_figures = out / "figures"
+    else:
+        out, default_figures = project_root() / "reports" / preset, project_root() / "figures"
+    return out, Path(figures_dir).expanduser().resolve() if figures_dir else default_figures
 
 
 def _job(source: str, title: str, lr: float | None = None) -> NotebookRun:
@@ -452,7 +486,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batches of the LR range test run by 'auto' (default: 100)")
     add_settings_arguments(parser)
     parser.add_argument("--out", help="report folder (default: reports/<preset>/)")
-    parser.add_argument("--figures", help="folder for the SVG and PNG figures (default: figures/)")
+    parser.add_argument("--figures", help="folder for the SVG and PNG figures (default: "
+                                          "<out>/figures with --out, else figures/)")
     parser.add_argument("--force", action="store_true",
                         help="retrain every run and re-execute every notebook (by default finished "
                              "runs and unchanged executed notebooks are reused)")
@@ -460,6 +495,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="notebooks run at once (01 beside 02, then the fine-tuning runs)")
     parser.add_argument("--show-code", action="store_true",
                         help="include the code cells in the HTML report (hidden by default)")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="quick/full: go on without a GPU (by default the sweep stops after "
+                             "the time estimate with a warning)")
     # Let `--lrs -1e-4` reach the validation (argparse would take it for an option).
     parser._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
@@ -468,7 +506,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Run the sweep; 0 when every notebook succeeded, 1 otherwise."""
     result = run_report(args.preset, args.lrs, args.settings, args.out, args.force, args.jobs,
                         hide_code=not args.show_code, figures_dir=args.figures,
-                        lr_steps=args.lr_steps)
+                        lr_steps=args.lr_steps, allow_cpu=args.allow_cpu)
     return result.exit_code
 
 

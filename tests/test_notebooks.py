@@ -11,11 +11,12 @@ from lab5_utils.files import project_root
 from lab5_utils.report import NOTEBOOKS
 
 FOLDER = project_root() / "notebooks"
-COMMON = {"preset", "settings", "run_root", "figures_dir"}
+COMMON = {"preset", "settings", "run_root", "figures_dir", "drive_dir"}
+TRAINING = {"allow_cpu", "estimate_steps"}
 PARAMETERS = {  # what `run_report` passes to each notebook
     "01_data_exploration": COMMON,
-    "02_transfer_learning": COMMON | {"force"},
-    "03_fine_tuning": COMMON | {"learning_rate", "force"},
+    "02_transfer_learning": COMMON | TRAINING | {"force"},
+    "03_fine_tuning": COMMON | TRAINING | {"learning_rate", "force"},
     "04_analysis": COMMON | {"lrs", "failed", "suggested_lr", "lr_finder_csv"},
 }
 
@@ -51,8 +52,17 @@ def test_first_cell_explains_presets_and_the_demo_weights(notebook):
     for phrase in ('preset = "full"', 'weights="calibrated"', "randomly initialised",
                    "not comparable with ImageNet transfer learning"):
         assert phrase in intro.source.replace("**", "").replace("\n", " ")
-    colab = nb.cells[1].source
-    assert 'if "google.colab" in sys.modules' in colab and "%pip install -q -e .." in colab
+    assert "drive_dir" in intro.source and "allow_cpu = True" in intro.source  # the Colab note
+
+
+def test_the_setup_cell_is_the_same_in_all_four_and_made_from_the_repository_url():
+    from lab5_utils import colab
+
+    cells = {name: nbformat.read(FOLDER / f"{name}.ipynb", as_version=4).cells[1].source
+             for name in NOTEBOOKS}
+    assert set(cells.values()) == {colab.setup_cell(colab.REPO_URL)}
+    assert f'"{colab.REPO_URL}"' in cells["01_data_exploration"]
+    assert len(cells["01_data_exploration"].splitlines()) <= 20  # a few lines
 
 
 @pytest.mark.slow
