@@ -16,6 +16,7 @@ SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast")
 UNFREEZE_MODES = ("all", "top:N", "none")
 MIXED_PRECISION = ("auto", "on", "off")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "tpu", "multiworker")
 PRESETS = ("demo", "quick", "full")
 
 
@@ -40,6 +41,7 @@ class LabConfig:
     seed: int = 42
     mixed_precision: str = "auto"
     jit_compile: bool = False
+    distribution: str = "auto"  # tf.distribute strategy: see lab5_utils.distribute
     train_fraction: float = 1.0
     validation_split: float = 0.1
     test_split: float = 0.1
@@ -80,6 +82,7 @@ class LabConfig:
             _fail("dataset", self.dataset, "'folder:' followed by a path, e.g. folder:data/photos")
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS)
         for aug in self.augmentations:
             _check_choice("augmentations", aug, AUGMENTATIONS)
         parse_unfreeze(self.unfreeze)
