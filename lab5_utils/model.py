@@ -27,9 +27,11 @@ def use_mixed_precision(cfg: LabConfig) -> bool:
 
 def device_summary(cfg: LabConfig) -> str:
     """One line: the devices training runs on, the distribution strategy and its replicas (the
-    current one: training calls this inside the run's strategy), and the precision."""
+    one entered, else the one `cfg.distribution` chooses), and the precision."""
+    chosen = tf.distribute.get_strategy() if tf.distribute.has_strategy() else (
+        distribute.strategy(cfg))
     gpus = tf.config.list_physical_devices("GPU")
-    if distribute.is_tpu():
+    if distribute.is_tpu(chosen):
         device = "TPU"
     elif gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
@@ -37,9 +39,9 @@ def device_summary(cfg: LabConfig) -> str:
             f" x {len(gpus)}" if len(gpus) > 1 else "")
     else:
         device = f"CPU ({len(tf.config.list_physical_devices('CPU'))} device, no GPU)"
-    policy = distribute.precision_policy(cfg)
+    policy = distribute.precision_policy(cfg, chosen)
     mp = f"on ({policy})" if policy != "float32" else "off (float32)"
-    return (f"device: {device}; distribution: {distribute.describe()}; mixed precision: {mp}; "
+    return (f"device: {device}; distribution: {distribute.describe(chosen)}; mixed precision: {mp}; "
             f"XLA jit_compile: {cfg.jit_compile}")
 
 
