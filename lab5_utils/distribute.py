@@ -17,8 +17,8 @@ makes nothing faster.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -53,14 +53,6 @@ def strategy(cfg: LabConfig) -> tf.distribute.Strategy:
     if key not in _STRATEGIES:
         _STRATEGIES[key] = _create(cfg.distribution)
     return _STRATEGIES[key]
-
-
-@contextlib.contextmanager
-def scope(cfg: LabConfig) -> Iterator[tf.distribute.Strategy]:
-    """Enter the run's strategy: variables created inside are mirrored on every replica."""
-    chosen = strategy(cfg)
-    with chosen.scope():
-        yield chosen
 
 
 def replicas(chosen: tf.distribute.Strategy | None = None) -> int:
@@ -155,8 +147,13 @@ def _create(distribution: str) -> tf.distribute.Strategy:
         raise DistributionError(MULTIWORKER_REFUSAL.format(tf=tf.__version__, keras=keras.__version__))
     if distribution == "none":
         return tf.distribute.get_strategy()
-    if distribution == "tpu" or (distribution == "auto" and _tpu_attached()):
+    if distribution == "tpu":
         return _tpu_strategy()
+    if distribution == "auto" and _tpu_attached():
+        try:
+            return _tpu_strategy()
+        except DistributionError as err:  # a sign of a TPU, but none usable: train without
+            warnings.warn(f"distribution='auto' found signs of a TPU but {err}", stacklevel=3)
     gpus = tf.config.list_physical_devices("GPU")
     cpus = _test_cpu_devices() if not gpus else []
     if distribution == "mirrored":
@@ -194,7 +191,7 @@ def _tpu_attached() -> bool:
         return True
     if any(os.environ.get(v) for v in ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")):
         return True
-    return Path("/dev/accel0").exists() or Path("/dev/vfio/0").exists()
+    return Path("/dev/accel0").exists()
 
 
 def _tpu_strategy() -> tf.distribute.Strategy:
