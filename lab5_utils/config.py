@@ -17,6 +17,7 @@ AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast")
 UNFREEZE_MODES = ("all", "top:N", "none")
 MIXED_PRECISION = ("auto", "on", "off")
 JIT_COMPILE = ("auto", "true", "false")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "tpu", "multiworker")
 PRESETS = ("demo", "quick", "full")
 
 
@@ -42,6 +43,7 @@ class LabConfig:
     mixed_precision: str = "auto"
     jit_compile: str = "false"  # "auto" (measure both on a GPU/TPU), "true", "false"
     steps_per_execution: int | str = 1  # or "auto": 1 on a CPU, more on a GPU/TPU
+    distribution: str = "auto"  # tf.distribute strategy: see lab5_utils.distribute
     train_fraction: float = 1.0
     validation_split: float = 0.1
     test_split: float = 0.1
@@ -90,6 +92,7 @@ class LabConfig:
         spe = self.steps_per_execution
         if spe != "auto" and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
             _fail("steps_per_execution", spe, "'auto' or an integer >= 1")
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS)
         for aug in self.augmentations:
             _check_choice("augmentations", aug, AUGMENTATIONS)
         parse_unfreeze(self.unfreeze)

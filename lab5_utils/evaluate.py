@@ -3,6 +3,7 @@ images, and the per-image test predictions saved in each run folder."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,22 +48,17 @@ class Evaluation:
 def collect_predictions(
     model: Any, dataset: Iterable, keep_images: int = 16, max_batches: int | None = None
 ) -> Predictions:
-    """Run `model` over `(images, labels)` batches in order; keep the first `keep_images` images."""
-    import tensorflow as tf
+    """Run `model` over `(images, labels)` batches in order; keep the first `keep_images` images.
+    Under a `tf.distribute` strategy (training's scope) each batch is split over its replicas."""
+    from lab5_utils.distribute import predict_batches
 
     labels, probs, images = [], [], []
-    kept, forward = 0, None
-    for i, batch in enumerate(dataset):
-        if max_batches is not None and i >= max_batches:
-            break
-        x, y = batch[0], batch[1]
-        if forward is None:  # traced once for any batch size: predict_on_batch traces again
-            spec = tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))  # for a short last
-            forward = tf.function(lambda t: model(t, training=False), input_signature=[spec])
-        probs.append(np.asarray(forward(x), dtype=np.float32))  # batch (2.3 s in the demo)
-        labels.append(np.asarray(y).reshape(-1).astype(np.int64))
+    kept, x = 0, None
+    for x, y, p in itertools.islice(predict_batches(model, dataset), max_batches):
+        probs.append(p)
+        labels.append(y.reshape(-1).astype(np.int64))
         if kept < keep_images:
-            chunk = np.asarray(x)[: keep_images - kept]
+            chunk = x[: keep_images - kept]
             images.append(np.clip(np.rint(chunk), 0, 255).astype(np.uint8))
             kept += len(chunk)
     if not probs:

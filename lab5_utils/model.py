@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from lab5_utils import distribute
 from lab5_utils.config import LabConfig, parse_unfreeze
 
 BASE_NAME = "efficientnetb0"
@@ -20,29 +21,42 @@ def gpu_available() -> bool:
 
 
 def use_mixed_precision(cfg: LabConfig) -> bool:
-    """`auto` turns mixed_float16 on exactly when a GPU is present."""
-    return cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and gpu_available())
+    """`auto` turns mixed precision on exactly when a GPU or a TPU is used."""
+    return distribute.precision_policy(cfg) != "float32"
 
 
 def device_summary(cfg: LabConfig) -> str:
-    """One line: the device training runs on and whether mixed precision is on."""
+    """One line: the devices training runs on, the distribution strategy and its replicas (the
+    one entered, else the one `cfg.distribution` chooses), and the precision."""
+    chosen = tf.distribute.get_strategy() if tf.distribute.has_strategy() else (
+        distribute.strategy(cfg))
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
+    if distribute.is_tpu(chosen):
+        device = "TPU"
+    elif gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"GPU ({details.get('device_name', gpus[0].name)})"
+        device = f"GPU ({details.get('device_name', gpus[0].name)})" + (
+            f" x {len(gpus)}" if len(gpus) > 1 else "")
     else:
         device = f"CPU ({len(tf.config.list_physical_devices('CPU'))} device, no GPU)"
-    mp = "on (mixed_float16)" if use_mixed_precision(cfg) else "off (float32)"
-    return f"device: {device}; mixed precision: {mp}; XLA jit_compile: {cfg.jit_compile}"
+    policy = distribute.precision_policy(cfg, chosen)
+    mp = f"on ({policy})" if policy != "float32" else "off (float32)"
+    return (f"device: {device}; distribution: {distribute.describe(chosen)}; mixed precision: {mp}; "
+            f"XLA jit_compile: {cfg.jit_compile}")
+
+
+def set_precision(cfg: LabConfig) -> str:
+    """Set Keras' global dtype policy for `cfg` under the current strategy; returns its name."""
+    policy = distribute.precision_policy(cfg)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
 
 
 def build_model(cfg: LabConfig, num_classes: int) -> keras.Model:
     """EfficientNet-B0 base (layer `efficientnetb0`, run with training=False) + pooling, dropout
     and a float32 softmax head. `cfg.weights`: "imagenet", a `.weights.h5` file of the base,
     "calibrated" or None (random init; "calibrated" re-estimates BatchNorm statistics later)."""
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if use_mixed_precision(cfg) else "float32"
-    )
+    set_precision(cfg)
     keras.utils.set_random_seed(cfg.seed)
     shape = (cfg.image_size, cfg.image_size, 3)
     base = keras.applications.EfficientNetB0(

@@ -22,7 +22,7 @@ MB = 2**20
 RESOURCE_COLUMNS = [
     "run", "stage", "learning_rate", "trainable_params", "optimizer_state_mb",
     "training_memory_mb", "memory_kind", "seconds_per_epoch", "train_images_per_s",
-    "jit_compile", "steps_per_execution",
+    "jit_compile", "steps_per_execution", "distribution", "replicas",
 ]  # fmt: skip
 
 
@@ -32,8 +32,9 @@ def optimizer_state_mb(trainable_params: int) -> float:
 
 
 class TrainingMemory:
-    """Context manager: the memory the block adds at its peak, in MiB. On a GPU the device's
-    peak minus what was in use at the start; on a CPU the peak of the process's resident memory
+    """Context manager: the memory the block adds at its peak, in MiB. On GPUs the devices'
+    peaks minus what was in use at the start (summed over every GPU: a mirrored run holds a
+    copy of the model on each); on a CPU the peak of the process's resident memory
     (sampled every `interval` s) minus its value at the start: the training itself, not the
     process's lifetime peak (TensorFlow's import, datasets loaded before)."""
 
@@ -45,11 +46,14 @@ class TrainingMemory:
     def __enter__(self) -> TrainingMemory:
         import tensorflow as tf
 
-        self._gpu = bool(tf.config.list_physical_devices("GPU"))
-        if self._gpu:
-            tf.config.experimental.reset_memory_stats("GPU:0")
-            self._start = tf.config.experimental.get_memory_info("GPU:0")["current"]
-            self.kind = "GPU peak during training"
+        self._gpus = [f"GPU:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
+        if self._gpus:
+            for gpu in self._gpus:
+                tf.config.experimental.reset_memory_stats(gpu)
+            self._start = sum(tf.config.experimental.get_memory_info(g)["current"]
+                              for g in self._gpus)
+            self.kind = "GPU peak during training" + (
+                f" ({len(self._gpus)} GPUs, summed)" if len(self._gpus) > 1 else "")
             return self
         import psutil
 
@@ -66,10 +70,10 @@ class TrainingMemory:
             self._peak = max(self._peak, self._process.memory_info().rss)
 
     def __exit__(self, *exc: object) -> None:
-        if self._gpu:
+        if self._gpus:
             import tensorflow as tf
 
-            peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+            peak = sum(tf.config.experimental.get_memory_info(g)["peak"] for g in self._gpus)
         else:
             self._stop.set()
             self._thread.join()

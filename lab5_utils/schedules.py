@@ -85,12 +85,11 @@ def find_lr(
         copy.trainable = source.trainable
     clone.compile(optimizer=keras.optimizers.Adam(learning_rate=start_lr),
                   loss=keras.losses.SparseCategoricalCrossentropy())
+    clone.optimizer.build(clone.trainable_variables)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     rows, best, avg = [], math.inf, 0.0
-    for step, (images, labels) in enumerate(dataset.repeat().take(steps)):
-        lr = start_lr * factor**step
-        clone.optimizer.learning_rate.assign(lr)
-        loss = float(np.asarray(clone.train_on_batch(images, labels)))
+    lrs = [start_lr * factor**step for step in range(steps)]
+    for step, (lr, loss) in enumerate(zip(lrs, _batch_losses(clone, dataset, lrs))):
         avg = smoothing * avg + (1 - smoothing) * loss
         smoothed = avg / (1 - smoothing ** (step + 1))
         rows.append((lr, loss, smoothed))
@@ -100,3 +99,23 @@ def find_lr(
     curve = pd.DataFrame(rows, columns=["lr", "loss", "smoothed_loss"])
     best_lr = float(curve.loc[curve.smoothed_loss.idxmin(), "lr"])
     return LRFinderResult(curve, max(best_lr / 10, start_lr))  # never below the tested range
+
+
+def _batch_losses(model: keras.Model, dataset: tf.data.Dataset, lrs: list[float]):
+    """Train `model` on one batch per learning rate of `lrs`; yield each batch's loss. Under a
+    strategy with several replicas (training's scope) each batch is split over them, as in
+    `fit`: `train_on_batch` would give every replica the whole batch."""
+    batches = dataset.repeat().take(len(lrs))
+    strategy = tf.distribute.get_strategy()
+    split = strategy.num_replicas_in_sync > 1
+    if split:
+        model.make_train_function()
+        batches = strategy.experimental_distribute_dataset(batches)
+    for lr, batch in zip(lrs, batches):
+        model.optimizer.learning_rate.assign(lr)
+        if split:
+            model.reset_metrics()  # the logged loss is then this batch's
+            loss = model.train_function(iter([batch]))["loss"]
+        else:
+            loss = model.train_on_batch(*batch)
+        yield float(np.asarray(loss))

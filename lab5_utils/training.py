@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import evaluate, speed
+from lab5_utils import distribute, evaluate, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
@@ -93,8 +93,21 @@ def run_stage(
         _check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
+    # The strategy first: it may split devices, which must precede TensorFlow's first use of
+    # them, and a refused distribution or a batch that does not split stops before any work.
+    chosen = distribute.strategy(cfg)
+    distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
     train_ds, val_ds, test_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
     _prepare_run_dir(run_dir, cfg, force)
+    with chosen.scope():  # building, loading, calibration, compile, fit and the test evaluation
+        return _train(cfg, stage, lr, run_dir, transfer_dir, verbose,
+                      (train_ds, val_ds, test_ds, info), chosen)
+
+
+def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: Path,
+           verbose: int | str, splits, chosen) -> RunResult:
+    """`run_stage` once the run folder is ready, inside the strategy's scope."""
+    train_ds, val_ds, test_ds, info = splits
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
@@ -153,8 +166,8 @@ def run_stage(
     wall = time.time() - start
     with naming_undecodable_files(cfg):
         test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names, trained)
-    metrics = _metrics(cfg, stage, lr, model, history, timer.seconds, wall,
-                       transfer_dir if stage == "finetune" else None, memory, info, test)
+    metrics = _metrics(cfg, stage, lr, model, history, timer, wall,
+                       transfer_dir if stage == "finetune" else None, memory, info, test, chosen)
     metrics |= _speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
     hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
         "selected_val_accuracy": metrics["best_val_accuracy"],
@@ -187,8 +200,10 @@ def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
 
 def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
     """`schedules.find_lr` on the model the stage would start from (nothing is saved)."""
+    chosen = distribute.strategy(cfg)
+    distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
     train_ds, _, _, info = load_splits(cfg)  # the range test sees training images only
-    with naming_undecodable_files(cfg):
+    with chosen.scope(), naming_undecodable_files(cfg):
         return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
 
 
@@ -198,10 +213,11 @@ def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
-    # None changes what a run learns: where runs live, whether damaged files stop it, and how
-    # fast the step runs
-    changed = LabConfig.from_json(config_path).diff(
-        cfg, ignore=("run_root", "strict_data", "jit_compile", "steps_per_execution"))
+    # None changes what a run learns: where runs live, whether damaged files stop it, how fast
+    # the step runs, and which devices compute it (a run may resume on another machine: the
+    # batch is global)
+    changed = LabConfig.from_json(config_path).diff(cfg, ignore=(
+        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution"))
     if changed:
         fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
         raise RunError(
@@ -295,9 +311,7 @@ def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -
             + (f" --run-dir {transfer_dir}" if transfer_dir != default_run_dir(cfg, "transfer")
                else "")
         )
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if mdl.use_mixed_precision(cfg) else "float32"
-    )
+    mdl.set_precision(cfg)  # the policy the model is rebuilt with (its layers keep their own)
     model = mdl.load_model(path)
     if int(model.output_shape[-1]) != num_classes:
         raise RunError(
@@ -341,15 +355,22 @@ class _PromoteBest(keras.callbacks.Callback):
 
 
 class _EpochTimer(keras.callbacks.Callback):
+    """Seconds and training steps (global batches) of every epoch."""
+
     def __init__(self) -> None:
         super().__init__()
         self.seconds: list[float] = []
+        self.steps: list[int] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.time()
+        self._start, self._steps = time.time(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps = batch + 1  # with steps_per_execution > 1, Keras calls once per execution
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.time() - self._start)
+        self.steps.append(self._steps)
 
 
 def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, test_ds,
@@ -395,8 +416,7 @@ def _speed_metrics(choice: dict, batch_size: int, num_train: int, metrics: dict)
     """The speed settings a run used and the training images/s they gave."""
     images = choice["steps_per_epoch"] * batch_size if choice["drop_remainder"] else num_train
     seconds = metrics.get("seconds_per_epoch")
-    return {k: choice[k] for k in ("jit_compile", "jit_probe", "steps_per_execution",
-                                   "steps_per_epoch")} | {
+    return {k: choice[k] for k in ("jit_compile", "jit_probe", "steps_per_execution")} | {
         "train_images_per_s": images / seconds if seconds else None}
 
 
@@ -409,9 +429,11 @@ def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:
 
 
 def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history: pd.DataFrame,
-             epoch_seconds: list[float], wall: float, transfer_dir: Path | None,
-             memory: TrainingMemory, info, test: evaluate.Evaluation) -> dict:
-    """metrics.json: `split_of` says which split each number comes from."""
+             timer: _EpochTimer, wall: float, transfer_dir: Path | None,
+             memory: TrainingMemory, info, test: evaluate.Evaluation, chosen) -> dict:
+    """metrics.json: `split_of` says which split each number comes from; `distribution` and
+    `replicas` what the run trained on (`steps_per_epoch` counted, not computed)."""
+    epoch_seconds = timer.seconds
     best = history.loc[history["val_accuracy"].idxmax()]
     last = history.iloc[-1]
     params = mdl.trainable_summary(model)
@@ -429,7 +451,9 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
         "wall_time_s": wall, "training_memory_mb": memory.mb, "memory_kind": memory.kind,
         "optimizer_state_mb": optimizer_state_mb(params["trainable"]),
-        "device": mdl.device_summary(cfg), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
+        "steps_per_epoch": timer.steps[-1] if timer.steps else None,
+        "device": mdl.device_summary(cfg), "distribution": distribute.strategy_name(chosen),
+        "replicas": distribute.replicas(chosen), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
         "transfer_run": str(transfer_dir) if transfer_dir else None,
         "selected_on": "validation", "selected_epoch": int(best["epoch"]),
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss,
