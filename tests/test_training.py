@@ -109,7 +109,7 @@ def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypat
 
     monkeypatch.setattr(keras.Model, "fit", fit)
     monkeypatch.setattr(training, "load_splits", load_splits)
-    cfg = tiny_config(tmp_path, transfer_epochs=2)
+    cfg = tiny_config(tmp_path, transfer_epochs=2, image_size=32)
     result = run_stage(cfg, "transfer", verbose=0)
     assert events == ["fit starts", "fit ends", "test read"]
     assert result.metrics["num_test"] == cfg.num_classes * cfg.synthetic_test_per_class
@@ -118,7 +118,7 @@ def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypat
 def test_a_run_killed_after_training_is_not_trained_again(tmp_path):
     """BackupAndRestore removes its backup when `fit` ends: a kill during the test evaluation
     that follows must not retrain the stage. The same call then only evaluates and finishes."""
-    cfg = tiny_config(tmp_path, transfer_epochs=2)
+    cfg = tiny_config(tmp_path, transfer_epochs=2, image_size=32)
     first = run_stage(cfg, "transfer", verbose=0)
     kept = {p: p.read_bytes() for p in (first.run_dir / "history.csv", first.run_dir / "best.keras")}
     (first.run_dir / "metrics.json").unlink()  # as a kill before metrics.json leaves it
