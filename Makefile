@@ -25,8 +25,8 @@ demo: install  ## both training stages on the demo preset, without notebooks
 	$(LAB5) train --stage transfer --preset demo
 	$(LAB5) train --stage finetune --preset demo
 
-test: install
-	$(PY) -m pytest -q
+test: install  ## two workers, one test file each: TensorFlow's tracing runs on one core
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 bench: install
 	$(LAB5) bench
