@@ -66,9 +66,3 @@ def verdict(test: PairedTest) -> str:
     """"significant at 5 %" or "within noise", as the paired test says."""
     return f"significant at {ALPHA:.0%}".replace("%", " %") if test.significant else "within noise"
 
-
-def format_interval(low: float, high: float) -> str:
-    """`[52.1, 58.3] %` from fractions."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "[-]"
-    return f"[{100 * low:.1f}, {100 * high:.1f}] %"
