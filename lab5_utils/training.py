@@ -10,7 +10,6 @@ validation split), `test_predictions.npz` (that model on the test split, per ima
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 import warnings
@@ -20,18 +19,14 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import distribute, evaluate, speed
+from lab5_utils import distribute, evaluate, rundir, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate, lr_label
 from lab5_utils.data import load_splits, naming_undecodable_files
-from lab5_utils.files import (
-    atomic_write_json,
-    atomic_write_text,
-    read_json,
-    remove_partial_files,
-)
+from lab5_utils.files import atomic_write_json, read_json
 from lab5_utils.resources import TrainingMemory, optimizer_state_mb
+from lab5_utils.rundir import RunError, is_finished
 from lab5_utils.schedules import (
     LearningRateLogger,
     LRFinderResult,
@@ -41,10 +36,7 @@ from lab5_utils.schedules import (
 )
 
 STAGES = ("transfer", "finetune")
-
-
-class RunError(RuntimeError):
-    """A run cannot start or finish as asked; the message says what to do."""
+__all__ = ["RunError", "RunResult", "default_run_dir", "is_finished", "lr_range_test", "run_stage"]
 
 
 @dataclass
@@ -61,10 +53,6 @@ def default_run_dir(cfg: LabConfig, stage: str, learning_rate: float | None = No
     lr = cfg.finetune_learning_rate if learning_rate is None else learning_rate
     return Path(cfg.run_root) / f"finetune_lr={lr_label(lr)}"
 
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "metrics.json").is_file()
 
 
 def stage_config(cfg: LabConfig, stage: str, learning_rate: float | None) -> LabConfig:
@@ -90,7 +78,7 @@ def run_stage(
     run_dir = Path(run_dir or default_run_dir(cfg, stage, lr))
     transfer_dir = Path(transfer_dir or default_run_dir(cfg, "transfer"))
     if reuse and not force and is_finished(run_dir):
-        _check_same_config(run_dir, cfg, "finished")
+        rundir.check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
     # The strategy first: it may split devices, which must precede TensorFlow's first use of
@@ -98,7 +86,7 @@ def run_stage(
     chosen = distribute.strategy(cfg)
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
     train_ds, val_ds, test_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
-    _prepare_run_dir(run_dir, cfg, force)
+    rundir.prepare_run_dir(run_dir, cfg, force)
     with chosen.scope():  # building, loading, calibration, compile, fit and the test evaluation
         return _train(cfg, stage, lr, run_dir, transfer_dir, verbose,
                       (train_ds, val_ds, test_ds, info), chosen)
@@ -117,14 +105,14 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
         first_epoch, epochs = len(hist.load_history(transfer_dir)), cfg.finetune_epochs
-    speed_choice = _choose_speed(cfg, model, train_ds, info.num_train)
+    speed_choice = speed.choose_speed(cfg, model, train_ds, info.num_train)
     if speed_choice["drop_remainder"]:  # XLA would compile the step again for a short batch
         train_ds = train_ds.rebatch(cfg.batch_size, drop_remainder=True)
     steps = speed_choice["steps_per_epoch"]
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
     mdl.compile_model(model, schedule, jit_compile=speed_choice["jit_compile"],
                       steps_per_execution=speed_choice["steps_per_execution"])
-    done = _truncate_to_backup(run_dir, first_epoch, epochs)
+    done = rundir.truncate_to_backup(run_dir, first_epoch, epochs)
     trained = done["finished"] == first_epoch + epochs  # killed after training, before the end
     if trained:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
@@ -136,13 +124,13 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / _BEST_PARTIAL), monitor="val_accuracy", mode="max",
+            str(run_dir / rundir.BEST_PARTIAL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=done["best"],
         ),
         # After the logs and the checkpoint, so an epoch counts as finished only once it is
-        # logged everywhere; best.keras is promoted after it (`_settle_best` on resume).
+        # logged everywhere; best.keras is promoted after it (`rundir.settle_best` on resume).
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
-        _PromoteBest(run_dir),
+        rundir.PromoteBest(run_dir),
     ]
     start, memory = time.time(), TrainingMemory()
     with naming_undecodable_files(cfg), warnings.catch_warnings(), memory:
@@ -156,7 +144,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
     losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
     good = losses.apply(lambda c: c.map(math.isfinite)).all(axis=1)
     if not good.all() or len(history) < epochs:
-        _keep_finished(run_dir, first_epoch + int(good.cummin().sum()))
+        rundir.keep_finished(run_dir, first_epoch + int(good.cummin().sum()))
         raise RunError(
             f"Training stopped in {run_dir}: the loss became NaN or infinite after "
             f"{int(good.cummin().sum())} finished epoch(s) of this stage. The learning rate "
@@ -168,7 +156,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names, trained)
     metrics = _metrics(cfg, stage, lr, model, history, timer, wall,
                        transfer_dir if stage == "finetune" else None, memory, info, test, chosen)
-    metrics |= _speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
+    metrics |= speed.speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
     hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
         "selected_val_accuracy": metrics["best_val_accuracy"],
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss})
@@ -207,101 +195,6 @@ def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResul
         return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
 
 
-def _check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
-    """A run made with other settings is never reused or resumed silently. `run_root` is
-    ignored: the same run reached through a relative or an absolute path is the same run."""
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        return
-    # None changes what a run learns: where runs live, whether damaged files stop it, how fast
-    # the step runs, and which devices compute it (a run may resume on another machine: the
-    # batch is global)
-    changed = LabConfig.from_json(config_path).diff(cfg, ignore=(
-        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution"))
-    if changed:
-        fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
-        raise RunError(
-            f"{run_dir} holds a {state} run made with a different configuration ({fields}). "
-            "Re-run with the same settings to use it, use --force (force=True) to train it "
-            "again, or choose another run directory."
-        )
-
-
-def _prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
-    """Refuse to overwrite a finished run or to resume one made with another config."""
-    if run_dir.exists() and force:
-        shutil.rmtree(run_dir)
-    if is_finished(run_dir):
-        raise RunError(
-            f"{run_dir} already holds a finished run (metrics.json). Use --force (force=True) "
-            "to train it again, or choose another run directory."
-        )
-    _check_same_config(run_dir, cfg, "unfinished")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
-    except OSError as err:
-        raise RunError(f"run directory {str(run_dir)!r} cannot be written: {err}") from err
-
-
-def _backup_epoch(backup: Path) -> int | None:
-    """Finished epochs recorded by BackupAndRestore; repairs a torn metadata file from its
-    `.bkp` copy, or drops the backup when neither copy is readable."""
-    meta = backup / "training_metadata.json"
-    for candidate in (meta, meta.with_name(meta.name + ".bkp")):
-        try:
-            epoch = int(read_json(candidate)["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if candidate != meta:  # the newest copy was torn by a kill: fall back to the previous
-            shutil.copy(candidate, meta)
-            weights = backup / "latest.weights.h5"
-            shutil.copy(weights.with_name(weights.name + ".bkp"), weights)
-        return epoch
-    if backup.exists():
-        shutil.rmtree(backup)
-    return None
-
-
-def _keep_finished(run_dir: Path, finished: int) -> None:
-    """Drop log rows and TensorBoard points of epochs >= `finished` (0-based count)."""
-    hist.truncate_csv(run_dir / "history.csv", finished)
-    if (run_dir / "tb").is_dir():
-        hist.truncate_tensorboard(run_dir / "tb", finished)
-    if not (run_dir / "backup").exists():
-        return
-    if (_backup_epoch(run_dir / "backup") or 0) > finished:
-        shutil.rmtree(run_dir / "backup")  # it holds the diverged weights
-
-
-def _truncate_to_backup(run_dir: Path, first_epoch: int, epochs: int) -> dict:
-    """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
-    Without a backup, a run whose log and best.keras hold every epoch of the stage finished
-    training (BackupAndRestore removes its backup then) and was killed before metrics.json.
-    Returns the number of finished epochs and the best val_accuracy so far."""
-    finished = _backup_epoch(run_dir / "backup") or _trained_epochs(run_dir, first_epoch, epochs)
-    _keep_finished(run_dir, finished)
-    _settle_best(run_dir, finished)
-    remove_partial_files(run_dir)
-    best = None
-    if (run_dir / "history.csv").is_file() and finished > first_epoch:
-        best = float(hist.load_history(run_dir)["val_accuracy"].max())
-    if finished > first_epoch:
-        print(f"[lab5] resuming after epoch {finished} (backup in {run_dir / 'backup'})", flush=True)
-    return {"finished": finished, "best": best}
-
-
-def _trained_epochs(run_dir: Path, first_epoch: int, epochs: int) -> int:
-    """`first_epoch + epochs` when training finished (every epoch logged once, best.keras and
-    no partial checkpoint there), else `first_epoch`."""
-    wanted = list(range(first_epoch + 1, first_epoch + epochs + 1))
-    if (run_dir / "history.csv").is_file() and (run_dir / "best.keras").is_file() and not any(
-            run_dir.glob(".best-*.partial.keras")):
-        if list(hist.load_history(run_dir)["epoch"]) == wanted:
-            return first_epoch + epochs
-    return first_epoch
-
-
 def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -> keras.Model:
     path = transfer_dir / "best.keras"
     if not path.is_file():
@@ -319,39 +212,6 @@ def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -
             f"{cfg.dataset!r} has {num_classes}. Train the transfer stage on the same dataset."
         )
     return model
-
-
-_BEST_PARTIAL = ".best-{epoch:03d}.partial.keras"  # ModelCheckpoint fills in the epoch
-
-
-def _partial_epoch(path: Path) -> int:
-    return int(path.name.split(".")[1].removeprefix("best-"))
-
-
-def _settle_best(run_dir: Path, finished: int) -> Path | None:
-    """Make best.keras agree with the epochs a resumed run keeps: promote the newest partial
-    checkpoint of a finished epoch (a kill came before its rename), delete the others (a kill
-    came during their save, or their epoch is trained again)."""
-    partials = sorted(run_dir.glob(".best-*.partial.keras"), key=_partial_epoch)
-    kept = [p for p in partials if _partial_epoch(p) <= finished][-1:]
-    for path in partials:
-        if path in kept:
-            os.replace(path, run_dir / "best.keras")
-        else:
-            path.unlink()
-    return run_dir / "best.keras" if kept else None
-
-
-class _PromoteBest(keras.callbacks.Callback):
-    """ModelCheckpoint writes to a name with the epoch in it; once the epoch is backed up this
-    renames it to best.keras, so a kill never leaves a half-written or unlogged best model."""
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
-        self.run_dir = run_dir
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        _settle_best(self.run_dir, epoch + 1)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -384,40 +244,6 @@ def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame,
     predictions = evaluate.collect_predictions(model, test_ds, keep_images=0)
     evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
     return evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
-
-
-PROBE_BATCHES, PROBE_STEPS = 4, 30  # jit_compile=auto: a few dozen steps on cached batches
-
-
-def _choose_speed(cfg: LabConfig, model: keras.Model, train_ds, num_train: int) -> dict:
-    """XLA on or off (`jit_compile=auto`: the faster of both, timed on the stage's real step on
-    a GPU/TPU; off on a CPU), steps per execution, and the steps of an epoch (whole batches
-    only when XLA is on)."""
-    accelerator = speed.accelerator_present()
-    steps = math.ceil(num_train / cfg.batch_size)
-    spe = speed.resolve_steps_per_execution(cfg.steps_per_execution, accelerator, steps)
-    probe: dict = {"setting": cfg.jit_compile}
-    if cfg.jit_compile != "auto":
-        jit = cfg.jit_compile == "true"
-    elif not accelerator:
-        jit, probe["reason"] = False, "no GPU or TPU: XLA stays off on a CPU"
-    else:
-        sample = train_ds.take(PROBE_BATCHES).cache()
-        jit, record = speed.choose_jit(lambda on: speed.time_train_step(
-            model, sample, cfg.batch_size, PROBE_STEPS, on, spe))
-        probe |= record
-        print(speed.jit_message(record), flush=True)
-    drop = jit and num_train >= cfg.batch_size
-    return {"jit_compile": jit, "jit_probe": probe, "steps_per_execution": spe,
-            "drop_remainder": drop, "steps_per_epoch": num_train // cfg.batch_size if drop else steps}
-
-
-def _speed_metrics(choice: dict, batch_size: int, num_train: int, metrics: dict) -> dict:
-    """The speed settings a run used and the training images/s they gave."""
-    images = choice["steps_per_epoch"] * batch_size if choice["drop_remainder"] else num_train
-    seconds = metrics.get("seconds_per_epoch")
-    return {k: choice[k] for k in ("jit_compile", "jit_probe", "steps_per_execution")} | {
-        "train_images_per_s": images / seconds if seconds else None}
 
 
 def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:

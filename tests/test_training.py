@@ -9,7 +9,8 @@ import pytest
 
 from lab5_utils.files import remove_partial_files
 from lab5_utils.history import load_history, read_tensorboard
-from lab5_utils.training import RunError, _settle_best, run_stage
+from lab5_utils.rundir import settle_best as _settle_best
+from lab5_utils.training import RunError, run_stage
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,156 @@
+"""A run folder's state: whether it is finished, whether its settings match, and what a killed
+run left (BackupAndRestore's backup, log rows of unfinished epochs, `best.keras` checkpoints).
+
+`training.run_stage` asks this module whether to refuse, reuse or resume a run folder; after a
+kill it cuts the logs back to the epochs the backup holds, so each epoch is logged once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import keras
+
+from lab5_utils import history as hist
+from lab5_utils.config import LabConfig
+from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
+
+
+class RunError(RuntimeError):
+    """A run cannot start or finish as asked; the message says what to do."""
+
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "metrics.json").is_file()
+
+
+
+def check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
+    """A run made with other settings is never reused or resumed silently. `run_root` is
+    ignored: the same run reached through a relative or an absolute path is the same run."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return
+    # None changes what a run learns: where runs live, whether damaged files stop it, how fast
+    # the step runs, and which devices compute it (a run may resume on another machine: the
+    # batch is global)
+    changed = LabConfig.from_json(config_path).diff(cfg, ignore=(
+        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution"))
+    if changed:
+        fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
+        raise RunError(
+            f"{run_dir} holds a {state} run made with a different configuration ({fields}). "
+            "Re-run with the same settings to use it, use --force (force=True) to train it "
+            "again, or choose another run directory."
+        )
+
+
+def prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:
+    """Refuse to overwrite a finished run or to resume one made with another config."""
+    if run_dir.exists() and force:
+        shutil.rmtree(run_dir)
+    if is_finished(run_dir):
+        raise RunError(
+            f"{run_dir} already holds a finished run (metrics.json). Use --force (force=True) "
+            "to train it again, or choose another run directory."
+        )
+    check_same_config(run_dir, cfg, "unfinished")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+    except OSError as err:
+        raise RunError(f"run directory {str(run_dir)!r} cannot be written: {err}") from err
+
+
+def backup_epoch(backup: Path) -> int | None:
+    """Finished epochs recorded by BackupAndRestore; repairs a torn metadata file from its
+    `.bkp` copy, or drops the backup when neither copy is readable."""
+    meta = backup / "training_metadata.json"
+    for candidate in (meta, meta.with_name(meta.name + ".bkp")):
+        try:
+            epoch = int(read_json(candidate)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if candidate != meta:  # the newest copy was torn by a kill: fall back to the previous
+            shutil.copy(candidate, meta)
+            weights = backup / "latest.weights.h5"
+            shutil.copy(weights.with_name(weights.name + ".bkp"), weights)
+        return epoch
+    if backup.exists():
+        shutil.rmtree(backup)
+    return None
+
+
+def keep_finished(run_dir: Path, finished: int) -> None:
+    """Drop log rows and TensorBoard points of epochs >= `finished` (0-based count)."""
+    hist.truncate_csv(run_dir / "history.csv", finished)
+    if (run_dir / "tb").is_dir():
+        hist.truncate_tensorboard(run_dir / "tb", finished)
+    if not (run_dir / "backup").exists():
+        return
+    if (backup_epoch(run_dir / "backup") or 0) > finished:
+        shutil.rmtree(run_dir / "backup")  # it holds the diverged weights
+
+
+def truncate_to_backup(run_dir: Path, first_epoch: int, epochs: int) -> dict:
+    """Drop log rows of epochs the backup does not hold, so a resumed run logs each epoch once.
+    Without a backup, a run whose log and best.keras hold every epoch of the stage finished
+    training (BackupAndRestore removes its backup then) and was killed before metrics.json.
+    Returns the number of finished epochs and the best val_accuracy so far."""
+    finished = backup_epoch(run_dir / "backup") or _trained_epochs(run_dir, first_epoch, epochs)
+    keep_finished(run_dir, finished)
+    settle_best(run_dir, finished)
+    remove_partial_files(run_dir)
+    best = None
+    if (run_dir / "history.csv").is_file() and finished > first_epoch:
+        best = float(hist.load_history(run_dir)["val_accuracy"].max())
+    if finished > first_epoch:
+        print(f"[lab5] resuming after epoch {finished} (backup in {run_dir / 'backup'})", flush=True)
+    return {"finished": finished, "best": best}
+
+
+def _trained_epochs(run_dir: Path, first_epoch: int, epochs: int) -> int:
+    """`first_epoch + epochs` when training finished (every epoch logged once, best.keras and
+    no partial checkpoint there), else `first_epoch`."""
+    wanted = list(range(first_epoch + 1, first_epoch + epochs + 1))
+    if (run_dir / "history.csv").is_file() and (run_dir / "best.keras").is_file() and not any(
+            run_dir.glob(".best-*.partial.keras")):
+        if list(hist.load_history(run_dir)["epoch"]) == wanted:
+            return first_epoch + epochs
+    return first_epoch
+
+
+BEST_PARTIAL = ".best-{epoch:03d}.partial.keras"  # ModelCheckpoint fills in the epoch
+
+
+def _partial_epoch(path: Path) -> int:
+    return int(path.name.split(".")[1].removeprefix("best-"))
+
+
+def settle_best(run_dir: Path, finished: int) -> Path | None:
+    """Make best.keras agree with the epochs a resumed run keeps: promote the newest partial
+    checkpoint of a finished epoch (a kill came before its rename), delete the others (a kill
+    came during their save, or their epoch is trained again)."""
+    partials = sorted(run_dir.glob(".best-*.partial.keras"), key=_partial_epoch)
+    kept = [p for p in partials if _partial_epoch(p) <= finished][-1:]
+    for path in partials:
+        if path in kept:
+            os.replace(path, run_dir / "best.keras")
+        else:
+            path.unlink()
+    return run_dir / "best.keras" if kept else None
+
+
+class PromoteBest(keras.callbacks.Callback):
+    """ModelCheckpoint writes to a name with the epoch in it; once the epoch is backed up this
+    renames it to best.keras, so a kill never leaves a half-written or unlogged best model."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        settle_best(self.run_dir, epoch + 1)
