@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils import bench
+from lab5_utils import bench, benchdata
 
 
 def _args(*argv):
@@ -42,13 +42,13 @@ def test_bench_json_has_every_field_with_its_type(capsys):
 
 
 def test_generated_jpegs_look_like_food101(tmp_path):
-    stats = bench.write_food_like_folder(tmp_path / "food", 6)
+    stats = benchdata.write_food_like_folder(tmp_path / "food", 6)
     files = sorted((tmp_path / "food" / "train").rglob("*.jpg"))
     assert len(files) == 6 == len(list((tmp_path / "food" / "validation").rglob("*.jpg")))
     assert 35 <= stats["kb_min"] and stats["kb_max"] <= 90  # Food-101: ~40-80 KB a photo
     shape = tf.io.extract_jpeg_shape(files[0].read_bytes()).numpy()
     assert max(shape[:2]) == 512
-    bench.write_food_like_folder(tmp_path / "again", 6)  # deterministic: same seed, same bytes
+    benchdata.write_food_like_folder(tmp_path / "again", 6)  # deterministic: same seed, same bytes
     assert [f.read_bytes() for f in sorted((tmp_path / "again" / "train").rglob("*.jpg"))] == [
         f.read_bytes() for f in files]
 

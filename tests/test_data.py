@@ -116,7 +116,7 @@ def test_training_split_is_reshuffled_every_epoch(tmp_path):
 
 # --- the fast preprocessing path: reduced-scale JPEG decoding, crops, flips, cache --------------
 def _food_like(count, shapes=((384, 512), (512, 512), (341, 512), (512, 384))):
-    from lab5_utils.bench import food_like_jpeg
+    from lab5_utils.benchdata import food_like_jpeg
 
     rng = np.random.default_rng(0)
     return [food_like_jpeg(rng, *shapes[i % len(shapes)]) for i in range(count)]

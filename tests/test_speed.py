@@ -54,7 +54,7 @@ def test_timing_the_step_leaves_the_weights_as_they_were():
 def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(capsys, monkeypatch):
     """The benchmark's table from stand-in step timings (the timing itself is tested above on a
     small model; the real EfficientNet figures are in the README)."""
-    from lab5_utils import speed
+    from lab5_utils import bench_step, speed
     from lab5_utils.cli import main
 
     calls = []
@@ -79,7 +79,7 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
         "unfrozen_pipeline_fed_vs_in_memory": 0.8}
     assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32]}
     assert len(result["machine"]["load_average_end"]) == 3
-    monkeypatch.setattr(speed, "bench_train_step", lambda *a, **k: result)
+    monkeypatch.setattr(bench_step, "bench_train_step", lambda *a, **k: result)
     assert main(["bench", "--train-step", "--step-sizes", "32"]) == 0
     text = capsys.readouterr().out
     assert "frozen   in memory: XLA false: 400.0 images/s; XLA true: 200.0 images/s" in text
