@@ -7,9 +7,12 @@ import dataclasses
 import difflib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lab5_utils.files import project_root
 
 DATASETS = ("food101", "synthetic", "folder:PATH")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
@@ -193,6 +196,17 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
 
 
 # --- helpers shared with the CLI and notebooks ---------------------------------------------
+def lab_config(preset: str = "demo", settings: Iterable[str] = (), run_root: str | None = None,
+               **overrides: Any) -> LabConfig:
+    """The preset with `key=value` settings and the `overrides` that are not None applied;
+    `run_root` (or the preset's) made absolute, relative paths taken from the repository root
+    so every notebook finds the same runs. A bad value raises ValueError naming the field."""
+    cfg = LabConfig.preset(preset).with_settings(list(settings or []))
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    root = Path(run_root or cfg.run_root).expanduser()
+    return cfg.replace(run_root=str(root if root.is_absolute() else project_root() / root))
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """`--set KEY=VALUE` (repeatable) and `--strict`, both collected in `args.settings`."""
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",

@@ -1,5 +1,5 @@
-"""`lab5 report`: the learning-rate sweep that executes notebooks 01-04 with papermill, and the
-export of the executed notebooks to one self-contained HTML file.
+"""`lab5 report`: executes notebooks 01-04 with papermill (03 once per run of the sweep, at most
+`--jobs` at once, reusing what is unchanged) and exports them to one HTML file (`export`).
 
 TensorFlow, papermill and nbconvert are imported only inside the functions that need them, so
 `lab5 --help` and the argument checks of the CLI do not wait for them at import.
@@ -15,41 +15,24 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from lab5_utils import estimate
-from lab5_utils.analysis import conclusion, results_table
-from lab5_utils.config import (
-    PRESETS,
-    LabConfig,
-    add_settings_arguments,
-    check_learning_rate,
-    lr_label,
-)
+from lab5_utils.analysis import results_table
+from lab5_utils.config import PRESETS, LabConfig, add_settings_arguments, lab_config, lr_label
+from lab5_utils.export import clock, combine_notebooks, export_html, first_line, intro_markdown
 from lab5_utils.files import atomic_write_text, project_root, read_json
+from lab5_utils.narrative import conclusion
+from lab5_utils.sweep import DEFAULT_LRS, parse_lrs
 
 NOTEBOOKS = ("01_data_exploration", "02_transfer_learning", "03_fine_tuning", "04_analysis")
-DEFAULT_LRS = (1e-4, 1e-5, 1e-7, 1e-8)
 REPORT_NAME = "lab5_report.html"
-
-
-# --- paths and configuration shared with the notebooks ----------------------------------------
-def lab_config(preset: str = "demo", settings: Iterable[str] = (), run_root: str | None = None,
-               **overrides: Any) -> LabConfig:
-    """The preset with `key=value` settings and the `overrides` that are not None applied;
-    `run_root` (or the preset's) made absolute, relative paths taken from the repository root
-    so every notebook finds the same runs. A bad value raises ValueError naming the field."""
-    cfg = LabConfig.preset(preset).with_settings(list(settings or []))
-    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    root = Path(run_root or cfg.run_root).expanduser()
-    return cfg.replace(run_root=str(root if root.is_absolute() else project_root() / root))
 
 
 # --- the sweep --------------------------------------------------------------------------------
@@ -90,30 +73,6 @@ class ReportResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-def parse_lrs(values: Iterable[Any] | str | float) -> tuple[list[float], bool]:
-    """`--lrs` values -> (distinct learning rates, whether `auto` was asked for). Repeated values
-    count once; two different values that would share a run folder are refused."""
-    values = [values] if isinstance(values, (str, int, float)) else list(values)
-    numbers = [v for v in values if not (isinstance(v, str) and v.strip().lower() == "auto")]
-    auto = len(numbers) < len(values)
-    lrs = []
-    for value in numbers:
-        try:
-            lrs.append(check_learning_rate(value, "--lrs"))
-        except ValueError:
-            raise ValueError(f"--lrs {value!r} is not valid: each value must be a finite number > 0 "
-                             "(e.g. 1e-4) or 'auto'.") from None
-    if not lrs and not auto:
-        raise ValueError("--lrs needs at least one learning rate (or 'auto').")
-    by_label: dict[str, float] = {}
-    for lr in lrs:
-        label = lr_label(lr)
-        if by_label.setdefault(label, lr) != lr:
-            raise ValueError(f"--lrs {by_label[label]:g} and {lr:g} would share the run folder "
-                             f"finetune_lr={label}; use at most 4 significant digits.")
-    return list(by_label.values()), auto
 
 
 def run_report(
@@ -180,7 +139,7 @@ def run_report(
     runs += sweep.extra
     table = results_table(cfg, lr_list, failed)
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
-    intro = _intro(preset, cfg, runs, hide_code, conclusion(table, suggested))
+    intro = intro_markdown(preset, cfg, runs, hide_code, conclusion(table, suggested))
     combined = combine_notebooks(runs, intro, hide_code)
     html = atomic_write_text(out / REPORT_NAME,
                              export_html(combined, hide_code, f"Lab 5 report ({preset})"))
@@ -189,7 +148,7 @@ def run_report(
                "notebooks": [asdict(r) for r in runs]}
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     done = sum(r.status == "done" for r in runs)
-    print(f"[report] {done} of {len(runs)} notebooks succeeded in {_clock(time.time() - start)}; "
+    print(f"[report] {done} of {len(runs)} notebooks succeeded in {clock(time.time() - start)}; "
           f"report: {html}", flush=True)
     return result
 
@@ -258,7 +217,7 @@ class _Sweep:
         return future
 
     def progress(self, message: str) -> None:
-        sys.stdout.write(f"[report {_clock(time.time() - self.start)}] {message}\n")  # one write:
+        sys.stdout.write(f"[report {clock(time.time() - self.start)}] {message}\n")  # one write:
         sys.stdout.flush()  # lines of notebooks running at once do not mix
 
     def _execute(self, job: NotebookRun, parameters: dict) -> NotebookRun:
@@ -285,7 +244,7 @@ class _Sweep:
                 job.status, job.error = "failed", _error(err)
             job.seconds = time.time() - began
             outcome = "done" if job.status == "done" else f"FAILED: {job.error}"
-            self.progress(f"{job.name}: {outcome} ({_clock(job.seconds)})")
+            self.progress(f"{job.name}: {outcome} ({clock(job.seconds)})")
         if target.is_file():
             nb = nbformat.read(target, as_version=4)
             if job.status == "done" and not job.reused:
@@ -379,101 +338,6 @@ def _check_writable(folder: Path, what: str) -> None:
         raise ValueError(f"{what} {str(folder)!r} is not writable: {err.strerror or err}.") from None
 
 
-# --- export ---------------------------------------------------------------------------------
-_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{#- Self-contained: no scripts from a CDN (MathJax, require.js and Mermaid are unused). -#}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-_SETUP = "<!-- setup:"  # in each notebook's first cell, before the note on presets and Colab
-_HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
-
-
-def export_html(nb: Any, hide_code: bool = True, title: str = "Lab 5") -> str:
-    """One self-contained HTML page (images embedded, no external scripts)."""
-    import jinja2
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(
-        template_name="lab", template_file="lab5_report.html.j2",
-        extra_loaders=[jinja2.DictLoader({"lab5_report.html.j2": _TEMPLATE})],
-        exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=True,
-    )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    return body
-
-
-def combine_notebooks(runs: Sequence[NotebookRun], intro: str, hide_code: bool = True) -> Any:
-    """One notebook: the introduction, then per run a heading and the executed cells (headings
-    demoted one level; papermill's error banners replaced by one line naming the error; the
-    presets note and a repeated notebook's explanations kept once)."""
-    import nbformat
-    from nbformat.v4 import new_markdown_cell, new_notebook
-
-    combined = new_notebook(cells=[new_markdown_cell(intro)])
-    seen: set[str] = set()
-    for run in runs:
-        heading = f'<a id="{run.anchor}"></a>\n\n# {run.title}'
-        if run.status != "done":
-            heading += f"\n\n**{run.status.capitalize()}:** {_first_line(run.error)}"
-        combined.cells.append(new_markdown_cell(heading))
-        if run.notebook is None:
-            continue
-        nb = nbformat.read(run.notebook, as_version=4)
-        repeated = run.source in seen  # 03 once per LR: its explanations are shown once
-        seen.add(run.source)
-        combined.metadata.setdefault("kernelspec", nb.metadata.get("kernelspec", {}))
-        combined.metadata.setdefault("language_info", nb.metadata.get("language_info", {}))
-        for cell in nb.cells:
-            tags = set(cell.get("metadata", {}).get("tags", []))
-            if hide_code and cell.cell_type == "code":  # warnings on stderr are not for readers
-                cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
-            if tags & _HIDDEN_TAGS or (hide_code and cell.cell_type == "code" and not cell.outputs):
-                continue
-            if cell.cell_type == "markdown":
-                if repeated:
-                    continue
-                if _SETUP in cell.source:  # the presets note: once, in the first section
-                    cell.source = cell.source if len(seen) == 1 else cell.source.split(_SETUP)[0]
-                cell.source = _demote_headings(cell.source)
-            combined.cells.append(cell)
-    for i, cell in enumerate(combined.cells):
-        cell["id"] = f"cell-{i}"
-    return combined
-
-
-def _demote_headings(markdown: str) -> str:
-    lines, fenced = [], False
-    for line in markdown.splitlines():
-        fenced ^= line.lstrip().startswith("```")
-        lines.append("#" + line if not fenced and re.match(r"#{1,5} ", line) else line)
-    return "\n".join(lines)
-
-
-def _intro(preset: str, cfg: LabConfig, runs: Sequence[NotebookRun], hide_code: bool,
-           summary: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"# Lab 5 report: fine-tuning EfficientNet-B0 (preset `{preset}`)", "",
-        f"Generated by `lab5 report` on {when}. Runs: `{cfg.run_root}`. "
-        + ("Code cells are hidden; `lab5 report --show-code` includes them."
-           if hide_code else "Code cells are shown."), "",
-    ]
-    if cfg.weights != "imagenet":
-        lines += [f"> **Not ImageNet transfer learning.** This report uses `weights={cfg.weights!r}`"
-                  f" on the `{cfg.dataset}` dataset: the numbers show that the pipeline works, "
-                  "they are not comparable with EfficientNet-B0 pretrained on ImageNet.", ""]
-    lines += [f"**Summary.** {summary}", "", "| section | status | time |", "| --- | --- | --- |"]
-    for run in runs:
-        status = ("ok (reused)" if run.reused else "ok") if run.status == "done" else (
-            f"**{run.status}**: {_cell(run.error)}")
-        lines.append(f"| [{run.title}](#{run.anchor}) | {status} | {_clock(run.seconds)} |")
-    return "\n".join(lines)
-
-
-
-
 # --- CLI --------------------------------------------------------------------------------------
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `lab5 report`."""
@@ -510,23 +374,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-# --- small formatting helpers ---------------------------------------------------------------
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{secs:02d}"
-
-
-def _first_line(text: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text)).strip()  # papermill's errors carry colours
-    return text.splitlines()[0] if text else ""
-
-
 def _error(err: BaseException) -> str:
     """`Name: first line of the message`; papermill's errors name the cell's exception."""
     name, message = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
-    return f"{name}: {_first_line(message)}"
-
-
-def _cell(text: str, limit: int = 200) -> str:
-    text = _first_line(text).replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{name}: {first_line(message)}"

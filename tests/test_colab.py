@@ -114,7 +114,7 @@ def test_drive_dir_a_folder_holds_runs_and_figures(tmp_path):
     run_root, figures = colab.storage("quick", None, None, str(tmp_path / "kept"))
     assert (run_root, figures) == (str(tmp_path / "kept/runs/quick"), str(tmp_path / "kept/figures"))
     assert colab.storage("quick", "mine", None, tmp_path / "kept")[0] == "mine"  # given: kept
-    from lab5_utils.report import lab_config
+    from lab5_utils.config import lab_config
 
     assert lab_config("quick", [], run_root).run_root == run_root
     with pytest.raises(ValueError, match="drive_dir=3 is not valid"):

@@ -3,7 +3,7 @@
 import pytest
 
 from lab5_utils import estimate
-from lab5_utils.config import LabConfig
+from lab5_utils.config import LabConfig, lab_config
 from lab5_utils.estimate import CPURunRefused, Hardware, Timing
 
 T4 = Hardware(["Tesla T4"], 2, on_colab=True)
@@ -111,7 +111,7 @@ def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkey
     calls = []
     monkeypatch.setattr(estimate, "preflight", lambda cfg, stages, *a, **k: calls.append(
         (stages, k["finetune_runs"])))
-    cfg = report.lab_config("quick", [], str(tmp_path / "runs"))
+    cfg = lab_config("quick", [], str(tmp_path / "runs"))
     for name in ("transfer", "finetune_lr=1e-04"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text("{}")

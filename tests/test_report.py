@@ -13,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab5_utils import report, training
-from lab5_utils.analysis import conclusion, lr_suggestion_text
-from lab5_utils.report import parse_lrs, run_report
+from lab5_utils import export, report, training
+from lab5_utils.config import lab_config
+from lab5_utils.narrative import conclusion, lr_suggestion_text
+from lab5_utils.report import run_report
+from lab5_utils.sweep import parse_lrs
 
 # Tiny enough that one notebook trains in well under a minute on a shared 2-core CPU.
 TINY = ["image_size=32", "batch_size=32", "transfer_epochs=1", "finetune_epochs=1", "num_classes=3",
@@ -146,7 +148,7 @@ def test_lr_suggestion_near_means_within_a_factor_of_three():
 
 
 def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path):
-    cfg = report.lab_config("demo", TINY, str(tmp_path / "runs"))
+    cfg = lab_config("demo", TINY, str(tmp_path / "runs"))
     run = tmp_path / "runs" / "transfer"
     run.mkdir(parents=True)
     (run / "config.json").write_text(cfg.replace(run_root="elsewhere").to_json())
@@ -166,7 +168,7 @@ def sweep(tmp_path_factory):
     """One sweep over two good LRs and one that fails, with 01 beside 02 and 03s two at a time."""
     root = tmp_path_factory.mktemp("report")
     out, figures = root / "out", root / "figures"
-    cfg = report.lab_config("demo", TINY, str(out / "runs"))
+    cfg = lab_config("demo", TINY, str(out / "runs"))
     poisoned = out / "runs" / f"finetune_lr={training.lr_label(BAD_LR)}"
     poisoned.mkdir(parents=True)  # an unfinished run made with another seed: run_stage refuses it
     (poisoned / "config.json").write_text(cfg.replace(seed=cfg.seed + 1).to_json())
@@ -263,8 +265,8 @@ def test_the_conclusion_quotes_the_runs_metrics(sweep):
 @pytest.mark.slow
 def test_show_code_exports_the_code_cells(sweep):
     result, _, _ = sweep
-    combined = report.combine_notebooks(result.runs, "# test", hide_code=False)
-    assert "lab_config" in report.export_html(combined, hide_code=False)  # highlighted source
+    combined = export.combine_notebooks(result.runs, "# test", hide_code=False)
+    assert "lab_config" in export.export_html(combined, hide_code=False)  # highlighted source
 
 
 @pytest.mark.slow
