@@ -17,7 +17,7 @@ import pandas as pd
 
 from lab5_utils import stats
 from lab5_utils.config import LabConfig, lr_label
-from lab5_utils.files import project_root, read_json
+from lab5_utils.files import read_json
 
 RESULT_COLUMNS = [
     "run", "learning rate", "status", "best epoch", "val accuracy (%)", "val low (%)",
@@ -141,14 +141,14 @@ def format_results(table: pd.DataFrame) -> pd.DataFrame:
     return shown.astype(object).where(shown.notna(), "-")
 
 
-def _finished_finetunes(table: pd.DataFrame) -> pd.DataFrame:
+def finished_finetunes(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["run"] != "transfer") & (table["status"] == "finished")]
 
 
 def best_finetune(table: pd.DataFrame) -> pd.Series | None:
     """The finished fine-tuning row with the highest validation accuracy (the higher LR on ties):
     chosen on validation, never on test."""
-    done = _finished_finetunes(table)
+    done = finished_finetunes(table)
     return None if done.empty else done.loc[done["val accuracy (%)"].idxmax()]
 
 
@@ -162,189 +162,17 @@ def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFra
     from lab5_utils.history import load_history
 
     return {f"lr={lr_label(r['learning rate'])}": load_history(Path(cfg.run_root) / r["run"])
-            for _, r in _finished_finetunes(table).iterrows()}
+            for _, r in finished_finetunes(table).iterrows()}
 
 
-# --- generated text ---------------------------------------------------------------------------
-def describe_run(metrics: dict, baseline: dict | None = None) -> str:
-    """A sentence or two on one finished run, compared with `baseline` when given."""
-    seconds = metrics.get("seconds_per_epoch")
-    text = (f"Best validation accuracy **{_pct(metrics['best_val_accuracy'])}** at epoch "
-            f"{metrics['best_epoch']} (epochs {metrics['first_epoch']}-{metrics['last_epoch']}), "
-            f"the model kept; final {_pct(metrics['final_val_accuracy'])} validation and "
-            f"{_pct(metrics['final_accuracy'])} training accuracy; "
-            f"{metrics['trainable_params']:,} trainable parameters; "
-            f"{'-' if seconds is None else f'{seconds:.1f} s'} per epoch.")
-    if "test_accuracy" in metrics:
-        test = _with_ci(metrics["test_accuracy"], metrics["num_test"])
-        text += (f" The kept model's test accuracy: {test}"
-                 f" on {metrics['num_test']:,} test images (measured once; it chose nothing).")
-    if baseline:
-        change = 100 * (metrics["best_val_accuracy"] - baseline["best_val_accuracy"])
-        text += (f" The transfer model it starts from reached {_pct(baseline['best_val_accuracy'])}"
-                 f" validation accuracy: fine-tuning at lr={lr_label(metrics['learning_rate'])} "
-                 f"changed it by {change:+.2f} points (part 4 tests the change on the test split).")
-    return text
-
-
-def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
-    """The report's conclusion, generated from the results table (Markdown): the learning rate
-    is chosen on validation; the verdict is its test accuracy against the transfer model's."""
-    transfer = table[table["run"] == "transfer"].iloc[0]
-    if transfer["status"] != "finished":
-        return "No finished transfer-learning run was found, so there is nothing to conclude yet."
-    parts = [f"Transfer learning (EfficientNet-B0 frozen, new head trained) kept its epoch "
-             f"{int(transfer['best epoch'])} by validation accuracy ({_row_ci(transfer, 'val')}); "
-             f"on the {_images(transfer)} test images that model reaches "
-             f"**{_row_ci(transfer, 'test')}**."]
-    best = best_finetune(table)
-    done = _finished_finetunes(table)
-    if best is None:
-        parts.append("No fine-tuning run finished.")
-    else:
-        n = len(done)
-        parts.append(
-            f"Chosen on validation, fine-tuning at **lr={lr_label(best['learning rate'])}** had "
-            f"the best validation accuracy of the {n} learning rate{'s' if n > 1 else ''} that "
-            f"finished ({_row_ci(best, 'val')} at epoch {int(best['best epoch'])}). "
-            + _verdict_sentence(best))
-        close = [r for _, r in done.iterrows() if r["run"] != best["run"]
-                 and r["val accuracy (%)"] >= best["val low (%)"]]
-        if close:
-            parts.append(
-                "Validation does not separate it clearly from "
-                + ", ".join(f"lr={lr_label(r['learning rate'])} ({r['val accuracy (%)']:.2f} %)"
-                            for r in close)
-                + ": their validation accuracies lie inside its 95 % interval.")
-        others = [f"lr={lr_label(r['learning rate'])}: {_change(r)}"
-                  for _, r in done.iterrows() if r["run"] != best["run"]]
-        if others:
-            parts.append("The other learning rates on the test split: " + "; ".join(others) + ".")
-    finetune = table[table["run"] != "transfer"]
-    for _, r in finetune[finetune["status"] != "finished"].iterrows():
-        error = str(r["error"] or "").strip()
-        reason = error.splitlines()[0].rstrip(".") if error else "no finished run was found"
-        parts.append(f"lr={lr_label(r['learning rate'])} {r['status']}: {reason}.")
-    if suggested_lr and best is not None:
-        parts.append(lr_suggestion_text(float(best["learning rate"]), float(suggested_lr)))
-    return " ".join(parts)
-
-
-def _verdict_sentence(row: pd.Series) -> str:
-    """What the chosen run's test accuracy says against the transfer model's."""
-    if pd.isna(row["test accuracy (%)"]):
-        return "It has no test measurement, so there is no verdict."
-    text = f"On the test split it reaches **{_row_ci(row, 'test')}**"
-    if pd.isna(row["McNemar p"]):
-        return text + ("; it cannot be compared with the transfer model image by image (their "
-                       "saved test predictions are missing or cover other images).")
-    change, p = row["test change vs transfer (points)"], row["McNemar p"]
-    if row["vs transfer"] == "within noise":
-        outcome = ("the same test accuracy as" if change == 0 else
-                   f"{change:+.2f} points against") + " the transfer model, **within noise**"
-    else:
-        outcome = (f"{change:+.2f} points against the transfer model: fine-tuning "
-                   f"**{'improved' if change > 0 else 'lowered'}** test accuracy, significant at 5 %")
-    return (text + f", {outcome} (McNemar's exact test on the {_images(row)} paired test images, "
-            f"p = {p:.2g}).")
-
-
-def _change(row: pd.Series) -> str:
-    if pd.isna(row["McNemar p"]):
-        return f"{row['test accuracy (%)']:.2f} %, not compared"
-    return (f"{row['test accuracy (%)']:.2f} % ({row['test change vs transfer (points)']:+.2f} "
-            f"points, p = {row['McNemar p']:.2g}, {row['vs transfer']})")
-
-
-def _row_ci(row: pd.Series, split: str) -> str:
+def row_ci(row: pd.Series, split: str) -> str:
+    """`41.00 % [95 % CI 34.4-47.9]`: a row's accuracy on `split` (val or test) with its interval."""
     value, low, high = (row[f"{split} {k} (%)"] for k in ("accuracy", "low", "high"))
     if pd.isna(value):
         return "not measured"
     return f"{value:.2f} %" + (f" [95 % CI {low:.1f}-{high:.1f}]" if pd.notna(low) else "")
 
 
-def _images(row: pd.Series) -> str:
-    return "-" if pd.isna(row["test images"]) else f"{int(row['test images']):,}"
-
-
-def _with_ci(fraction: float, images: int) -> str:
-    low, high = stats.accuracy_interval(fraction, images)
-    return f"{_pct(fraction)} (95 % CI {100 * low:.1f}-{100 * high:.1f} %)"
-
-
-def lr_suggestion_text(best_lr: float, suggested_lr: float) -> str:
-    """Whether the best swept LR is near (within a factor of 3 of) the range test's suggestion."""
-    ratio = best_lr / suggested_lr
-    near = abs(math.log10(ratio)) <= math.log10(3)
-    side = "above" if ratio > 1 else "below"
-    return (f"The LR range test suggested lr={lr_label(suggested_lr)}; the best swept learning "
-            f"rate, {lr_label(best_lr)}, is {'near' if near else 'not near'} it "
-            + ("(the same value)." if ratio == 1 else f"({max(ratio, 1 / ratio):.3g} times {side})."))
-
-
-def memory_text(stages: dict[str, dict[str, float]] | None) -> str:
-    """What fine-tuning adds in memory: the exact optimizer state of its extra trainable
-    parameters, and what was measured during training (`resources.stage_means`)."""
-    if stages is None:
-        return ("The memory of the two stages could not be compared (a stage was not measured, "
-                "or the two were measured differently).")
-    t, f = stages["transfer"], stages["finetune"]
-    extra_params = f["trainable_params"] - t["trainable_params"]
-    extra_state = f["optimizer_state_mb"] - t["optimizer_state_mb"]
-    measured = f["training_memory_mb"] - t["training_memory_mb"]
-    text = (f"Fine-tuning trains {f['trainable_params']:,.0f} parameters against transfer "
-            f"learning's {t['trainable_params']:,.0f}; gradients and Adam's two moment estimates "
-            f"(12 bytes per trained float32 weight) take {f['optimizer_state_mb']:.2f} MB against "
-            f"{t['optimizer_state_mb']:.2f} MB ({extra_state:+.2f} MB, exact). The training "
-            f"itself was measured at {f['training_memory_mb']:.0f} MB for fine-tuning and "
-            f"{t['training_memory_mb']:.0f} MB for transfer learning ({measured:+.0f} MB). ")
-    if extra_params <= 0:
-        return text + "Fine-tuning trains no more parameters here, so it needs no more state."
-    if measured >= extra_state:
-        return text + ("The measured increase covers the extra optimizer state; the rest is "
-                       "mostly activations kept for the backward pass through the unfrozen layers.")
-    if measured > 0:
-        return text + ("The measured increase is smaller than the extra optimizer state alone: "
-                       "this measurement does not resolve the difference (allocators reuse memory "
-                       "freed earlier), so only the exact figure supports the claim.")
-    return text + ("The measurement shows no increase although the optimizer state grows: it "
-                   "does not resolve the difference on this device, so only the exact figure "
-                   "supports the claim that fine-tuning needs more memory.")
-
-
-def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The original lab's TensorBoard runs next to this sweep's, and a generated sentence."""
-    from lab5_utils.history import summarize_runs
-
-    folder = project_root() / "references" / "original_lab5"
-    original, problems = summarize_runs(sorted(folder.glob("*")))
-    original.insert(0, "source", "original lab 5")
-    mine, _ = summarize_runs(run_dirs(cfg, table))
-    mine.insert(0, "source", "this project")
-    both = pd.concat([original, mine], ignore_index=True)
-    if original.empty:
-        return both, f"The original lab's logs could not be read ({'; '.join(problems)})."
-    is_transfer = original["run"].str.contains("augmentation")
-    start = original.loc[is_transfer, "final_val_accuracy"].iloc[0]
-    peak = original.loc[~is_transfer, "best_val_accuracy"].max()
-    text = (f"The original lab went from {start:.2f} % (end of transfer learning) to at best "
-            f"{peak:.2f} % after fine-tuning ({peak - start:+.2f} points).")
-    best = best_finetune(table)
-    transfer = table[table["run"] == "transfer"].iloc[0]
-    if best is not None and transfer["status"] == "finished":
-        change = best["val accuracy (%)"] - transfer["val accuracy (%)"]
-        text += (f" This project's validation accuracy (the original reported no separate "
-                 f"test split) went from {transfer['val accuracy (%)']:.2f} % to "
-                 f"{best['val accuracy (%)']:.2f} % ({change:+.2f} points, "
-                 f"lr={lr_label(best['learning rate'])}); its test accuracies are above.")
-    if cfg.weights != "imagenet":
-        text += (f" This run used weights={cfg.weights!r} on the {cfg.dataset!r} dataset, not "
-                 "ImageNet weights on Food-101: its numbers cannot be compared with the original's.")
-    return both, text
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.2f} %"
 
 
 # --- evaluation of the chosen model ----------------------------------------------------------
@@ -382,8 +210,8 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
         result = evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
         details[name] = (result, predictions)
         rows.append({"model": name, "chosen by": "validation", "epoch": int(row["best epoch"]),
-                     "validation accuracy (%)": _row_ci(row, "val"),
-                     "test top-1 (%)": _row_ci(row, "test"),
+                     "validation accuracy (%)": row_ci(row, "val"),
+                     "test top-1 (%)": row_ci(row, "test"),
                      "test top-5 (%)": round(100 * result.top5, 2),
                      "test loss": round(result.loss, 3), "test images": result.num_examples})
     summary = pd.DataFrame(rows)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils.analysis import memory_text
+from lab5_utils.narrative import memory_text
 from lab5_utils.resources import (
     RESOURCE_COLUMNS,
     TrainingMemory,
