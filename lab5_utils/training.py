@@ -22,7 +22,7 @@ import pandas as pd
 from lab5_utils import distribute, evaluate, rundir, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
-from lab5_utils.config import LabConfig, check_learning_rate, lr_label
+from lab5_utils.config import LabConfig, check_learning_rate
 from lab5_utils.data import load_splits, naming_undecodable_files
 from lab5_utils.files import atomic_write_json, read_json
 from lab5_utils.resources import TrainingMemory, optimizer_state_mb
@@ -34,6 +34,7 @@ from lab5_utils.schedules import (
     make_schedule,
     schedule_callbacks,
 )
+from lab5_utils.sweep import SweepRun
 
 STAGES = ("transfer", "finetune")
 __all__ = ["RunError", "RunResult", "default_run_dir", "is_finished", "lr_range_test", "run_stage"]
@@ -51,7 +52,7 @@ def default_run_dir(cfg: LabConfig, stage: str, learning_rate: float | None = No
     if stage == "transfer":
         return Path(cfg.run_root) / "transfer"
     lr = cfg.finetune_learning_rate if learning_rate is None else learning_rate
-    return Path(cfg.run_root) / f"finetune_lr={lr_label(lr)}"
+    return SweepRun(lr).run_dir(cfg)
 
 
 

@@ -5,6 +5,7 @@ import pytest
 from lab5_utils import estimate
 from lab5_utils.config import LabConfig, lab_config
 from lab5_utils.estimate import CPURunRefused, Hardware, Timing
+from lab5_utils.sweep import sweep_runs
 
 T4 = Hardware(["Tesla T4"], 2, on_colab=True)
 CPU = Hardware([], 2, on_colab=True)
@@ -115,9 +116,9 @@ def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkey
     for name in ("transfer", "finetune_lr=1e-04"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text("{}")
-    report._preflight(cfg, [1e-4, 1e-5], False, False, False, 5, [])
-    report._preflight(cfg, [1e-4], False, False, False, 5, [])  # everything finished
-    report._preflight(cfg, [1e-4], True, False, False, 5, [])  # `auto` adds a run
+    report._preflight(cfg, sweep_runs([1e-4, 1e-5]), False, False, False, 5, [])
+    report._preflight(cfg, sweep_runs([1e-4]), False, False, False, 5, [])  # everything finished
+    report._preflight(cfg, sweep_runs([1e-4]), True, False, False, 5, [])  # `auto` adds a run
     assert calls == [(["finetune"], 1), (["finetune"], 1)]
     text = estimate.estimate_text(cfg, T4, TIMING, [estimate.estimate_stage(
         cfg, "finetune", TIMING, 7575, 3787)], finetune_runs=3)
