@@ -7,7 +7,7 @@ that load models, so the texts and tables are tested without it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,45 +18,43 @@ import pandas as pd
 from lab5_utils import stats
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import read_json
+from lab5_utils.sweep import SweepRun, finished_lr_runs
 
 RESULT_COLUMNS = [
-    "run", "learning rate", "status", "best epoch", "val accuracy (%)", "val low (%)",
+    "run", "setting", "learning rate", "status", "best epoch", "val accuracy (%)", "val low (%)",
     "val high (%)", "test accuracy (%)", "test low (%)", "test high (%)",
-    "test change vs transfer (points)", "McNemar p", "vs transfer", "val images", "test images",
-    "trainable params", "seconds / epoch", "error",
+    "test change vs transfer (points)", "McNemar p", "vs transfer",
+    "test change vs first (points)", "McNemar p vs first", "vs first", "val images",
+    "test images", "trainable params", "seconds / epoch", "wall time (s)", "device", "error",
 ]  # fmt: skip
 
 
 # --- the results table ------------------------------------------------------------------------
-def sweep_lrs(cfg: LabConfig, lrs: Iterable[float] | None = None) -> list[float]:
-    """The given LRs, or those of every finished fine-tuning run under `cfg.run_root`; highest first."""
-    if lrs is None:
-        runs = Path(cfg.run_root).glob("finetune_lr=*/metrics.json")
-        lrs = [read_json(path)["learning_rate"] for path in runs]
-    return sorted({float(lr) for lr in lrs}, reverse=True)
-
-
-def results_table(cfg: LabConfig, lrs: Iterable[float] | None = None,
+def results_table(cfg: LabConfig, runs: Sequence[SweepRun] | None = None,
                   failed: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per run: the transfer baseline, then each fine-tuning LR (finished, failed or
-    missing). Validation accuracy (the best epoch's: what chose the model) and test accuracy of
-    the chosen model, in percent with 95 % Wilson intervals; each fine-tuned model is compared
-    with the transfer model on the same test images by McNemar's exact test. `failed` maps
-    "transfer" or an LR label (`1e-04`) to the error that stopped it."""
+    """One row per run: the transfer baseline, then each run of the sweep (finished, failed or
+    missing; `runs` None: every finished learning-rate run under `cfg.run_root`). Validation
+    accuracy (the best epoch's: what chose the model) and test accuracy of the chosen model, in
+    percent with 95 % Wilson intervals; each fine-tuned model is compared with the transfer
+    model on the same test images by McNemar's exact test, and in a sweep of a setting also
+    with the sweep's first value. `failed` maps "transfer" or a run's name to its error."""
     from lab5_utils.training import default_run_dir
 
     failed = dict(failed or {})
+    runs = finished_lr_runs(cfg) if runs is None else list(runs)
     transfer_dir = default_run_dir(cfg, "transfer")
     transfer = _metrics_or_none(transfer_dir)
-    rows = [_result_row("transfer", cfg.learning_rate, transfer, failed.pop("transfer", ""))]
-    by_label = {lr_label(lr): lr for lr in [*map(float, failed), *sweep_lrs(cfg, lrs)]}
-    for label, lr in sorted(by_label.items(), key=lambda item: -item[1]):
-        run_dir = default_run_dir(cfg, "finetune", lr)
-        error = failed.get(label, "")
+    rows = [_result_row("transfer", "transfer learning", cfg.learning_rate, transfer,
+                        failed.pop("transfer", ""))]
+    first_dir = runs[0].run_dir(cfg) if runs and runs[0].key is not None else None
+    for run in runs:
+        run_dir, error = run.run_dir(cfg), failed.get(run.name, "")
         metrics = None if error else _metrics_or_none(run_dir)
-        row = _result_row(run_dir.name, lr, metrics, error)
+        row = _result_row(run.name, run.label, run.lr, metrics, error)
         if metrics is not None and transfer is not None:
-            row |= _paired_columns(transfer_dir, run_dir)
+            row |= _paired_columns(transfer_dir, run_dir, "transfer")
+        if metrics is not None and first_dir not in (None, run_dir):
+            row |= _paired_columns(first_dir, run_dir, "first")  # "not paired" if it has none
         rows.append(row)
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     for column in ("best epoch", "trainable params", "val images", "test images"):
@@ -64,8 +62,8 @@ def results_table(cfg: LabConfig, lrs: Iterable[float] | None = None,
     return table
 
 
-def _result_row(run: str, lr: float, metrics: dict | None, error: str) -> dict:
-    row = {"run": run, "learning rate": lr, "error": error}
+def _result_row(run: str, setting: str, lr: float, metrics: dict | None, error: str) -> dict:
+    row = {"run": run, "setting": setting, "learning rate": lr, "error": error}
     if metrics is None:
         return row | {"status": "failed" if error else "missing"}
     val, n_val = metrics["best_val_accuracy"], metrics.get("num_val")
@@ -80,16 +78,18 @@ def _result_row(run: str, lr: float, metrics: dict | None, error: str) -> dict:
         "val images": n_val, "test images": n_test,
         "trainable params": metrics["trainable_params"],
         "seconds / epoch": metrics.get("seconds_per_epoch"),
+        "wall time (s)": metrics.get("wall_time_s"), "device": metrics.get("device", ""),
     }
 
 
-def paired_test(transfer_dir: str | Path, run_dir: str | Path) -> stats.PairedTest | None:
-    """McNemar's exact test of a fine-tuned run (B) against the transfer model (A) on their
-    saved test predictions; None when either has none or they were made on other images."""
+def paired_test(base_dir: str | Path, run_dir: str | Path) -> stats.PairedTest | None:
+    """McNemar's exact test of a run (B) against a base run (A: the transfer model, or a sweep's
+    first value) on their saved test predictions; None when either has none or they were made
+    on other images."""
     from lab5_utils.evaluate import load_predictions
 
     try:
-        a, b = load_predictions(transfer_dir), load_predictions(run_dir)
+        a, b = load_predictions(base_dir), load_predictions(run_dir)
     except FileNotFoundError:
         return None
     if not np.array_equal(a.y_true, b.y_true):
@@ -97,12 +97,14 @@ def paired_test(transfer_dir: str | Path, run_dir: str | Path) -> stats.PairedTe
     return stats.mcnemar_exact(a.correct, b.correct)
 
 
-def _paired_columns(transfer_dir: Path, run_dir: Path) -> dict:
-    test = paired_test(transfer_dir, run_dir)
+def _paired_columns(base_dir: Path, run_dir: Path, base: str) -> dict:
+    """The change against `base` ("transfer" or "first") and McNemar's test, as table columns."""
+    test = paired_test(base_dir, run_dir)
+    p_column = "McNemar p" if base == "transfer" else "McNemar p vs first"
     if test is None:
-        return {"vs transfer": "not paired"}
-    return {"test change vs transfer (points)": round(100 * test.difference, 2),
-            "McNemar p": test.p_value, "vs transfer": stats.verdict(test)}
+        return {f"vs {base}": "not paired"}
+    return {f"test change vs {base} (points)": round(100 * test.difference, 2),
+            p_column: test.p_value, f"vs {base}": stats.verdict(test)}
 
 
 def _percent(fraction: float | None) -> float:
@@ -114,42 +116,30 @@ def _metrics_or_none(run_dir: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table for reading: accuracies with their 95 % intervals, LRs as 1e-04,
-    signed changes, p-values to 2 significant digits, blanks for NA."""
-    def with_interval(split: str) -> list[str]:
-        return [f"{a:.2f} [{lo:.1f}, {hi:.1f}]" if pd.notna(a) and pd.notna(lo) else
-                (f"{a:.2f}" if pd.notna(a) else "-")
-                for a, lo, hi in zip(table[f"{split} accuracy (%)"], table[f"{split} low (%)"],
-                                     table[f"{split} high (%)"])]
-
-    shown = pd.DataFrame({
-        "run": table["run"], "learning rate": table["learning rate"].map(lr_label),
-        "status": table["status"], "best epoch": table["best epoch"],
-        "validation accuracy (%) [95 % CI]": with_interval("val"),
-        "test accuracy (%) [95 % CI]": with_interval("test"),
-        "test change vs transfer (points)": table["test change vs transfer (points)"].map(
-            lambda v: f"{v:+.2f}" if pd.notna(v) else "-"),
-        "McNemar p": table["McNemar p"].map(lambda v: f"{v:.2g}" if pd.notna(v) else "-"),
-        "vs transfer": table["vs transfer"],
-        "trainable params": table["trainable params"].map(
-            lambda v: f"{v:,}" if pd.notna(v) else "-"),
-        "seconds / epoch": table["seconds / epoch"].map(
-            lambda v: f"{v:.1f}" if pd.notna(v) else "-"),
-        "error": table["error"],
-    })
-    return shown.astype(object).where(shown.notna(), "-")
-
-
 def finished_finetunes(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["run"] != "transfer") & (table["status"] == "finished")]
 
 
 def best_finetune(table: pd.DataFrame) -> pd.Series | None:
-    """The finished fine-tuning row with the highest validation accuracy (the higher LR on ties):
-    chosen on validation, never on test."""
+    """The finished fine-tuning row with the highest validation accuracy (on ties the first:
+    the higher LR, or the earlier value of a swept setting): chosen on validation, never on test."""
     done = finished_finetunes(table)
     return None if done.empty else done.loc[done["val accuracy (%)"].idxmax()]
+
+
+def glance_data(table: pd.DataFrame) -> pd.DataFrame:
+    """What the report's first figure shows: one row per finished run (transfer learning
+    first), its validation and test accuracy with their 95 % intervals (percent), and which
+    run validation chose (the best fine-tuning run; transfer learning when none finished)."""
+    done = table[table["status"] == "finished"]
+    best = best_finetune(table)
+    chosen = best["run"] if best is not None else "transfer"
+    return pd.DataFrame({
+        "run": done["run"], "label": done["setting"],
+        **{f"{split} {part}": done[f"{split} {part} (%)"]
+           for split in ("val", "test") for part in ("accuracy", "low", "high")},
+        "chosen": done["run"] == chosen,
+    }).reset_index(drop=True)
 
 
 def run_dirs(cfg: LabConfig, table: pd.DataFrame) -> list[Path]:
@@ -158,10 +148,10 @@ def run_dirs(cfg: LabConfig, table: pd.DataFrame) -> list[Path]:
 
 
 def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{"lr=1e-04": history} of every finished fine-tuning run in the table."""
+    """{"lr=1e-04" or "label_smoothing=0.1": history} of every finished fine-tuning run."""
     from lab5_utils.history import load_history
 
-    return {f"lr={lr_label(r['learning rate'])}": load_history(Path(cfg.run_root) / r["run"])
+    return {r["setting"]: load_history(Path(cfg.run_root) / r["run"])
             for _, r in finished_finetunes(table).iterrows()}
 
 

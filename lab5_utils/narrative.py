@@ -4,13 +4,14 @@ what they show (a gain, a loss or noise), never typed by hand."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
 from lab5_utils import stats
 from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs
 from lab5_utils.config import LabConfig, lr_label
-from lab5_utils.files import project_root
+from lab5_utils.files import project_root, read_json
 
 
 def describe_run(metrics: dict, baseline: dict | None = None) -> str:
@@ -35,8 +36,9 @@ def describe_run(metrics: dict, baseline: dict | None = None) -> str:
 
 
 def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
-    """The report's conclusion, generated from the results table (Markdown): the learning rate
-    is chosen on validation; the verdict is its test accuracy against the transfer model's."""
+    """The report's conclusion, generated from the results table (Markdown): the run is chosen
+    on validation; the verdict is its test accuracy against the transfer model's and, in a
+    sweep of a setting, each value's against the first value's."""
     transfer = table[table["run"] == "transfer"].iloc[0]
     if transfer["status"] != "finished":
         return "No finished transfer-learning run was found, so there is nothing to conclude yet."
@@ -46,35 +48,122 @@ def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
              f"**{row_ci(transfer, 'test')}**."]
     best = best_finetune(table)
     done = finished_finetunes(table)
+    swept = swept_setting(table)
+    what = "learning rate" if swept is None else f"value{'s' if len(done) > 1 else ''} of {swept}"
     if best is None:
         parts.append("No fine-tuning run finished.")
     else:
         n = len(done)
+        plural = "s" if n > 1 and swept is None else ""
         parts.append(
-            f"Chosen on validation, fine-tuning at **lr={lr_label(best['learning rate'])}** had "
-            f"the best validation accuracy of the {n} learning rate{'s' if n > 1 else ''} that "
-            f"finished ({row_ci(best, 'val')} at epoch {int(best['best epoch'])}). "
-            + _verdict_sentence(best))
+            f"Chosen on validation, fine-tuning at **{run_title(best)}** had the best validation "
+            f"accuracy of the {n} {what}{plural} that finished ({row_ci(best, 'val')} at epoch "
+            f"{int(best['best epoch'])}). " + _verdict_sentence(best))
         close = [r for _, r in done.iterrows() if r["run"] != best["run"]
                  and r["val accuracy (%)"] >= best["val low (%)"]]
         if close:
             parts.append(
                 "Validation does not separate it clearly from "
-                + ", ".join(f"lr={lr_label(r['learning rate'])} ({r['val accuracy (%)']:.2f} %)"
-                            for r in close)
+                + ", ".join(f"{r['setting']} ({r['val accuracy (%)']:.2f} %)" for r in close)
                 + ": their validation accuracies lie inside its 95 % interval.")
-        others = [f"lr={lr_label(r['learning rate'])}: {_change(r)}"
-                  for _, r in done.iterrows() if r["run"] != best["run"]]
+        others = [f"{r['setting']}: {_change(r)}" for _, r in done.iterrows()
+                  if r["run"] != best["run"]]
         if others:
-            parts.append("The other learning rates on the test split: " + "; ".join(others) + ".")
+            parts.append(f"The other {'learning rates' if swept is None else 'values'} on the "
+                         "test split: " + "; ".join(others) + ".")
+        if swept is not None:
+            parts.append(_against_first(done))
     finetune = table[table["run"] != "transfer"]
     for _, r in finetune[finetune["status"] != "finished"].iterrows():
         error = str(r["error"] or "").strip()
         reason = error.splitlines()[0].rstrip(".") if error else "no finished run was found"
-        parts.append(f"lr={lr_label(r['learning rate'])} {r['status']}: {reason}.")
-    if suggested_lr and best is not None:
+        parts.append(f"{r['setting']} {r['status']}: {reason}.")
+    if suggested_lr and best is not None and swept is None:
         parts.append(lr_suggestion_text(float(best["learning rate"]), float(suggested_lr)))
-    return " ".join(parts)
+    return " ".join(p for p in parts if p)
+
+
+def swept_setting(table: pd.DataFrame) -> str | None:
+    """The setting a sweep varied besides the learning rate (None: a learning-rate sweep)."""
+    settings = table.loc[table["run"] != "transfer", "setting"].dropna()
+    keys = {s.partition("=")[0] for s in settings if not s.startswith("lr=")}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def run_title(row: pd.Series) -> str:
+    """`lr=1e-04`, or `label_smoothing=0.1 (lr=1e-04)` for a run of a setting's sweep."""
+    lr = f"lr={lr_label(row['learning rate'])}"
+    return lr if row["setting"] == lr else f"{row['setting']} ({lr})"
+
+
+def _against_first(done: pd.DataFrame) -> str:
+    """Each value against the sweep's first value on the same test images."""
+    if done.empty:
+        return ""
+    first = done.iloc[0]
+    rows = [r for _, r in done.iloc[1:].iterrows()]
+    if not rows:
+        return ""
+    items = [f"{r['setting']} {r['test change vs first (points)']:+.2f} points (p = "
+             f"{r['McNemar p vs first']:.2g}, {r['vs first']})" if pd.notna(r["McNemar p vs first"])
+             else f"{r['setting']} not compared" for r in rows]
+    return (f"Against the first value, {first['setting']}, on the same test images (McNemar's "
+            "exact test): " + "; ".join(items) + ".")
+
+
+def headline(table: pd.DataFrame) -> str:
+    """The report's first lines (Markdown): the run validation chose, its test accuracy with its
+    interval, the change against transfer learning with its verdict, and the sweep's cost."""
+    transfer = table[table["run"] == "transfer"].iloc[0]
+    best = best_finetune(table)
+    if transfer["status"] != "finished":
+        return "**No result yet:** the transfer-learning run did not finish."
+    if best is None:
+        lines = [f"**No fine-tuning run finished.** Transfer learning reaches "
+                 f"**{row_ci(transfer, 'test')}** on {_images(transfer)} test images."]
+    else:
+        lines = [f"**Validation chose fine-tuning at {run_title(best)}.** On {_images(best)} test "
+                 f"images it reaches **{row_ci(best, 'test')}**; " + _short_verdict(best, transfer)]
+    cost = sweep_cost(table)
+    if cost:
+        lines.append(cost)
+    return "\n\n".join(lines)
+
+
+def _short_verdict(best: pd.Series, transfer: pd.Series) -> str:
+    if pd.isna(best["McNemar p"]):
+        return (f"transfer learning reaches {transfer['test accuracy (%)']:.2f} % (not compared "
+                "image by image: saved test predictions are missing).")
+    change = best["test change vs transfer (points)"]
+    noise = best["vs transfer"] == "within noise"
+    word = "within noise" if noise else ("a significant gain" if change > 0 else "a significant loss")
+    return (f"{change:+.2f} points against transfer learning ({transfer['test accuracy (%)']:.2f} "
+            f"%): **{word}** (McNemar p = {best['McNemar p']:.2g}).")
+
+
+def sweep_cost(table: pd.DataFrame) -> str:
+    """`Training time: 5 runs, 6:12 on the CPU.` from the finished runs' `wall time (s)`."""
+    done = table[(table["status"] == "finished") & table["wall time (s)"].notna()]
+    if done.empty:
+        return ""
+    kinds = done["device"].fillna("").map(_device_kind)
+    spent = [f"{clock(done.loc[kinds == k, 'wall time (s)'].sum())} on the {k}"
+             for k in sorted(set(kinds))]
+    return (f"Training time: {len(done)} run{'s' if len(done) > 1 else ''}, "
+            + " and ".join(spent) + " (fit only: tracing, evaluation and notebooks not counted).")
+
+
+def _device_kind(device: str) -> str:
+    """"GPU", "TPU" or "CPU" from metrics.json's `device` line ("device: GPU (Tesla T4); ...")."""
+    found = re.match(r"device: (GPU|TPU)", device)
+    return found.group(1) if found else "CPU"
+
+
+def clock(seconds: float) -> str:
+    """`3:05`, or `1:02:03` past an hour."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _verdict_sentence(row: pd.Series) -> str:
@@ -176,11 +265,49 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
         text += (f" This project's validation accuracy (the original reported no separate "
                  f"test split) went from {transfer['val accuracy (%)']:.2f} % to "
                  f"{best['val accuracy (%)']:.2f} % ({change:+.2f} points, "
-                 f"lr={lr_label(best['learning rate'])}); its test accuracies are above.")
+                 f"{run_title(best)}); its test accuracies are above.")
     if cfg.weights != "imagenet":
         text += (f" This run used weights={cfg.weights!r} on the {cfg.dataset!r} dataset, not "
                  "ImageNet weights on Food-101: its numbers cannot be compared with the original's.")
     return both, text
+
+
+def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
+    """The original lab's four faults, each with what this report's runs did instead (Markdown
+    bullets): the parts that depend on settings are read from `cfg` and the runs."""
+    one_hot = getattr(cfg, "label_smoothing", 0) > 0 or bool(
+        {"mixup", "cutmix"} & set(cfg.augmentations))
+    labels = ("integers 0..C-1, turned into one-hot targets of depth C inside the pipeline for "
+              "label smoothing or mixup/cutmix" if one_hot else
+              "integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong")
+    transfer = run_dirs(cfg, table[table["run"] == "transfer"])
+    rule = read_json(transfer[0] / "metrics.json").get("split_rule") if transfer else None
+    split = (f"the splits are fixed before training ({rule}), and the training split is "
+             "reshuffled every epoch" if rule else "the transfer run was not found")
+    done = finished_finetunes(table)
+    swept = swept_setting(table)
+    if done.empty:
+        rates = "no fine-tuning run finished"
+    elif swept is None:
+        lrs = sorted(done["learning rate"])
+        rates = ("this report fine-tunes at " + (f"lr={lr_label(lrs[0])}" if len(lrs) == 1 else
+                 f"{len(lrs)} learning rates from {lr_label(lrs[-1])} down to {lr_label(lrs[0])}")
+                 + ", with the configured schedule, and the report shows what each one moved")
+    else:
+        rates = (f"this report fine-tunes at lr={lr_label(done['learning rate'].iloc[0])} and "
+                 f"varies {swept}; `lab5 report --lrs ...` sweeps learning rates")
+    return "\n".join([
+        "* **Double normalisation.** The original divided pixels by 255 (and normalised them) "
+        "before Keras' EfficientNet, which rescales and normalises its input itself. Here the "
+        "pixels enter the model as uint8 0..255 and are normalised once, by the model.",
+        "* **Shifted labels.** The original turned labels into 1..101 and one-hot encoded them "
+        f"with depth 101, so one class had an all-zero target. Here labels are {labels}.",
+        "* **Unshuffled split.** The original cut its validation set from the training stream "
+        f"with `take`/`skip` without shuffling first. Here {split}.",
+        "* **Fine-tuning learning rates far too low.** With Adam, 1e-7 and 1e-8 move the "
+        f"weights so little that fine-tuning could not change anything. Here {rates}; "
+        "`--lrs auto` adds the LR range test's suggestion.",
+    ])
 
 
 def _pct(fraction: float) -> str:
