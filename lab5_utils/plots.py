@@ -19,9 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lab5_utils.files import atomic_path, project_root
+from lab5_utils.tables import DASH, FEW_CLASSES
 
 BASELINE_COLOR = "0.55"
 WRONG_COLOR = "red"
+CHOSEN_COLOR = "tab:orange"
 
 
 def _is_accuracy(column: str) -> bool:
@@ -105,6 +107,34 @@ def plot_comparison(
     _style_epoch_axes(ax, _label(metric), title or default_title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    return fig
+
+
+def plot_sweep_results(data: pd.DataFrame, title: str = "") -> Figure:
+    """Test accuracy (dot) and validation accuracy (open diamond) of every run with their 95 %
+    intervals (`analysis.glance_data`); the run validation chose is drawn and named in colour."""
+    n = len(data)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * max(n, 1)), layout="constrained")
+    y = np.arange(n)[::-1]
+    for offset, split, marker, face, name in ((-0.12, "test", "o", None, "test"),
+                                              (0.12, "val", "D", "white", "validation")):
+        for yi, (_, row) in zip(y, data.iterrows()):
+            color = CHOSEN_COLOR if row["chosen"] else BASELINE_COLOR if split == "val" else "0.2"
+            err = [[row[f"{split} accuracy"] - row[f"{split} low"]],
+                   [row[f"{split} high"] - row[f"{split} accuracy"]]]
+            ax.errorbar(row[f"{split} accuracy"], yi + offset, xerr=err, fmt=marker, color=color,
+                        markerfacecolor=face or color, capsize=3, label=name if yi == y[0] else None)
+    labels = [f"{r['label']}  (chosen)" if r["chosen"] else r["label"] for _, r in data.iterrows()]
+    ax.set_yticks(y, labels)
+    for tick, (_, row) in zip(ax.get_yticklabels(), data.iterrows()):
+        if row["chosen"]:
+            tick.set_color(CHOSEN_COLOR)
+            tick.set_fontweight("bold")
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("accuracy (%), 95 % interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "Test accuracy of every run, validation accuracy beside it")
     return fig
 
 
@@ -223,6 +253,23 @@ def plot_per_class(best: pd.DataFrame, worst: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_class_accuracy(per_class: pd.DataFrame, n: int = 10) -> Figure:
+    """Test accuracy per class: one chart of every class, best first, when there are at most
+    `tables.FEW_CLASSES`; else the `n` best and the `n` worst side by side."""
+    valid = per_class.dropna(subset=["accuracy"])
+    if len(valid) > FEW_CLASSES:
+        ranked = valid.sort_values(["accuracy", "class"], ascending=[False, True])
+        return plot_per_class(ranked.head(n), ranked.tail(n))
+    ranked = valid.sort_values(["accuracy", "class"], ascending=[False, True])
+    fig, ax = plt.subplots(figsize=(6, max(3.0, 0.35 * len(ranked) + 1.2)), layout="constrained")
+    bars = ax.barh(ranked["class"].astype(str), ranked["accuracy"] * 100, color="C0")
+    ax.bar_label(bars, fmt="%.0f%%", fontsize=8, padding=2)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set(xlabel="accuracy (%)", title=f"Test accuracy of all {len(ranked)} classes")
+    return fig
+
+
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
     """Row-normalised confusion-matrix heatmap; cell values written only when C <= 20."""
     confusion = np.asarray(confusion, dtype=float)
@@ -320,4 +367,4 @@ def show_table(table: pd.DataFrame, table_id: str | None = None, index: bool = F
     nullable = [c for c in table.columns if isinstance(table[c].dtype, pd.api.extensions.ExtensionDtype)]
     table = table.astype({c: object for c in nullable})  # pd.NA would show as "<NA>"
     table[nullable] = table[nullable].where(table[nullable].notna(), None)
-    display(HTML(table.to_html(table_id=table_id, index=index, na_rep="-", border=0)))
+    display(HTML(table.to_html(table_id=table_id, index=index, na_rep=DASH, border=0)))
