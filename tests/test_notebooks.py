@@ -85,3 +85,30 @@ def test_the_python3_kernel_is_this_interpreter_even_without_a_kernelspec():
     from jupyter_client.kernelspec import KernelSpecManager
 
     assert KernelSpecManager(kernel_dirs=[]).get_kernel_spec("python3").argv[0] == sys.executable
+
+
+@pytest.mark.parametrize("sweep", [None, "dropout=0.2,0.5"])
+def test_every_parameter_lab5_report_passes_is_one_the_notebook_declares(tmp_path, monkeypatch,
+                                                                         sweep):
+    """The names `run_report` really passes (recorded, nothing executed) against the names each
+    notebook's parameters cell declares: a misspelt one would be ignored by papermill."""
+    from concurrent.futures import Future
+
+    from lab5_utils import execute
+    from lab5_utils.report import run_report
+
+    passed: dict[str, set] = {}
+
+    def record(self, job, parameters, skip=""):
+        passed.setdefault(job.source, set()).update(parameters)
+        job.status = "done"
+        future = Future()
+        future.set_result(job)
+        return future
+
+    monkeypatch.setattr(execute.NotebookExecutor, "submit", record)
+    run_report(out=tmp_path / "out", figures_dir=tmp_path / "figures", sweep=sweep)
+    assert set(passed) == set(NOTEBOOKS)
+    for name, names in passed.items():
+        declared = {p["name"] for p in pm.inspect_notebook(str(FOLDER / f"{name}.ipynb")).values()}
+        assert names <= declared, (name, names - declared)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from lab5_utils import export, report, training
-from lab5_utils.config import lab_config
+from lab5_utils.config import lab_config, lr_label
 from lab5_utils.narrative import conclusion, lr_suggestion_text
 from lab5_utils.report import run_report
 from lab5_utils.sweep import parse_lrs
@@ -79,7 +79,9 @@ def _row(run, lr, status="finished", epoch=None, val=None, test=None, change=Non
     """A results-table row; intervals computed from the accuracies like `results_table` does."""
     from lab5_utils.stats import accuracy_interval
 
-    row = {"run": run, "learning rate": lr, "status": status, "best epoch": epoch, "error": error,
+    setting = "transfer learning" if run == "transfer" else f"lr={lr_label(lr)}"
+    row = {"run": run, "setting": setting, "learning rate": lr, "status": status,
+           "best epoch": epoch, "error": error,
            "val accuracy (%)": val, "test accuracy (%)": test,
            "test change vs transfer (points)": change, "McNemar p": p,
            "vs transfer": None if p is None else ("significant at 5 %" if p < 0.05 else "within noise"),
@@ -162,6 +164,35 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path):
         training.run_stage(cfg.replace(image_size=64), "transfer", reuse=True)
 
 
+def test_the_at_a_glance_cells_come_first_under_the_title(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    from lab5_utils.execute import NotebookRun
+
+    glance = {"tags": ["at-a-glance"]}
+    analysis_nb = new_notebook(cells=[
+        new_markdown_cell("# Part 4"),
+        new_markdown_cell("## At a glance", metadata=glance),
+        new_code_cell("headline()", metadata=glance, outputs=[new_output(
+            "display_data", data={"text/markdown": "**HEADLINE** from the runs"})]),
+        new_markdown_cell("## Conclusion")])
+    nbformat.write(analysis_nb, tmp_path / "04.ipynb")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Part 1")]), tmp_path / "01.ipynb")
+    runs = [NotebookRun("01_data_exploration", "01_data_exploration", "1. Data", status="done",
+                        notebook=tmp_path / "01.ipynb"),
+            NotebookRun("04_analysis", "04_analysis", "4. Analysis", status="done",
+                        notebook=tmp_path / "04.ipynb")]
+    combined = export.combine_notebooks(runs, "# Title", glance="fallback", contents="## Sections")
+    sources = [c.source for c in combined.cells]
+    assert sources[:4] == ["# Title", "## At a glance", "headline()", "## Sections"]
+    assert sources.count("headline()") == 1 and "fallback" not in " ".join(sources)
+    assert sources[-1] == "### Conclusion"  # 04's own cells follow, demoted, without the glance
+    runs[1].notebook, runs[1].status = None, "failed"  # 04 failed: the report's own headline
+    combined = export.combine_notebooks(runs, "# Title", glance="**fallback**", contents="")
+    assert combined.cells[1].source == "## At a glance\n\n**fallback**"
+
+
 # --- real sweeps (tiny) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
@@ -169,7 +200,7 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     out, figures = root / "out", root / "figures"
     cfg = lab_config("demo", TINY, str(out / "runs"))
-    poisoned = out / "runs" / f"finetune_lr={training.lr_label(BAD_LR)}"
+    poisoned = out / "runs" / f"finetune_lr={lr_label(BAD_LR)}"
     poisoned.mkdir(parents=True)  # an unfinished run made with another seed: run_stage refuses it
     (poisoned / "config.json").write_text(cfg.replace(seed=cfg.seed + 1).to_json())
     result = run_report("demo", [*GOOD_LRS, BAD_LR], TINY, out=out, jobs=2, figures_dir=figures)
@@ -181,14 +212,14 @@ def _metrics(cfg, name):
 
 
 def _finetune_names():
-    return [f"finetune_lr={training.lr_label(lr)}" for lr in GOOD_LRS]
+    return [f"finetune_lr={lr_label(lr)}" for lr in GOOD_LRS]
 
 
 @pytest.mark.slow
 def test_a_failing_lr_does_not_stop_the_others(sweep):
     result, _, _ = sweep
     status = {run.name: run.status for run in result.runs}
-    bad = f"03_fine_tuning_lr={training.lr_label(BAD_LR)}"
+    bad = f"03_fine_tuning_lr={lr_label(BAD_LR)}"
     assert status.pop(bad) == "failed" and set(status.values()) == {"done"}
     assert result.exit_code == 1
     error = next(run.error for run in result.runs if run.name == bad)
@@ -207,7 +238,7 @@ def test_every_notebook_runs_top_to_bottom(sweep):
         assert bool(errors) == (run.status == "failed"), run.name
         assert run.html.is_file() and run.notebook.parent.name == "notebooks"
     names = {run.notebook.name for run in result.runs}
-    assert {f"03_fine_tuning_lr={training.lr_label(lr)}.ipynb" for lr in GOOD_LRS} <= names
+    assert {f"03_fine_tuning_lr={lr_label(lr)}.ipynb" for lr in GOOD_LRS} <= names
 
 
 @pytest.mark.slow
@@ -216,13 +247,14 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
     html = result.html.read_text()
     assert result.html == result.out / "lab5_report.html"
     for lr in (*GOOD_LRS, BAD_LR):
-        assert f'id="03-fine-tuning-lr-{training.lr_label(lr)}"' in html
-        assert f'href="#03-fine-tuning-lr-{training.lr_label(lr)}"' in html  # table of contents
+        assert f'id="03-fine-tuning-lr-{lr_label(lr)}"' in html
+        assert f'href="#03-fine-tuning-lr-{lr_label(lr)}"' in html  # table of contents
     for name in ("val_accuracy_by_lr", "val_loss_by_lr", "history_transfer", "confusion"):
         before = html[: html.index(f"Figure: {name}")]
         assert before.rfind("data:image/png;base64,") > before.rfind("Figure: ")  # embedded
     for name in ("class_balance", "image_sizes", "sample_images", "augmentation_preview",
                  "history_transfer", "val_accuracy_by_lr", "val_loss_by_lr", "per_class",
+                 "sweep_results",
                  "confusion", "predictions", "top_losses", "gradcam_top_losses",
                  *(f"history_{n}" for n in _finetune_names())):
         assert (figures / f"{name}.svg").is_file() and (figures / f"{name}.png").is_file(), name
@@ -230,6 +262,25 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
     assert table.count("<tr>") == 2 + len(GOOD_LRS)  # transfer, the good LRs, the failed one
     assert "lab_config" not in html and "<script src=" not in html  # code hidden, no CDN
     assert "Failed:" in html and "different configuration" in html
+
+
+@pytest.mark.slow
+def test_the_first_screen_tells_the_result_and_the_tables_read_as_words(sweep):
+    from tests.test_tables import table_problems
+
+    result, cfg, _ = sweep
+    html = result.html.read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    glance, sections = html.index("At a glance"), html.index("Sections")
+    assert html.index("Lab 5 report") < glance < html.index("Figure: sweep_results") < sections
+    assert html[glance:sections].count("data:image/png;base64,") == 1  # the figure, embedded
+    assert re.search(r"Validation chose fine-tuning at lr=\S+\. On \d+ test images it reaches "
+                     r"[\d.]+ % \[95 % CI", text)
+    assert "Training time: 3 runs" in text and "on the CPU" in text
+    assert "Summary." not in text and text.count("Chosen on validation") == 1  # once, in 04
+    assert table_problems(html) == []
+    assert "own splits are used" not in text  # the original-lab comparison says what we do
+    assert "Here the splits are fixed before training (three generated sets" in text  # from the runs
 
 
 @pytest.mark.slow
@@ -244,12 +295,12 @@ def test_the_conclusion_quotes_the_runs_metrics(sweep):
     m = runs[best]
     text = re.sub(r"<[^>]+>", "", result.html.read_text())  # the report's text, without tags
     sentence = re.search(r"Chosen on validation, fine-tuning at lr=\S+ had .*", text).group(0)
-    assert sentence.startswith(f"Chosen on validation, fine-tuning at lr={training.lr_label(best)} ")
+    assert sentence.startswith(f"Chosen on validation, fine-tuning at lr={lr_label(best)} ")
     low, high = accuracy_interval(m["best_val_accuracy"], m["num_val"])
     assert (f"({100 * m['best_val_accuracy']:.2f} % [95 % CI {100 * low:.1f}-{100 * high:.1f}] at "
             f"epoch {m['best_epoch']})") in sentence
     assert f"On the test split it reaches {100 * m['test_accuracy']:.2f} %" in sentence
-    chosen = Path(cfg.run_root) / f"finetune_lr={training.lr_label(best)}"
+    chosen = Path(cfg.run_root) / f"finetune_lr={lr_label(best)}"
     paired = mcnemar_exact(load_predictions(Path(cfg.run_root) / "transfer").correct,
                            load_predictions(chosen).correct)
     change = 100 * (m["test_accuracy"] - transfer["test_accuracy"])
@@ -288,8 +339,8 @@ def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, 
     assert again.exit_code == 1 and [r.status for r in again.failed] == ["failed"]
     reused = {r.name for r in again.runs if r.reused}
     assert reused == {"01_data_exploration", "02_transfer_learning",
-                      *(f"03_fine_tuning_lr={training.lr_label(lr)}" for lr in GOOD_LRS)}
-    assert all(f"03-fine-tuning-lr-{training.lr_label(lr)}" in again.html.read_text() for lr in GOOD_LRS)
+                      *(f"03_fine_tuning_lr={lr_label(lr)}" for lr in GOOD_LRS)}
+    assert all(f"03-fine-tuning-lr-{lr_label(lr)}" in again.html.read_text() for lr in GOOD_LRS)
 
 
 @pytest.mark.slow
@@ -298,7 +349,7 @@ def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_o
     new_lr = 3e-4
     finished = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]
     before = {p: p.stat().st_mtime_ns for run in finished for p in run.rglob("*") if p.is_file()}
-    target = Path(cfg.run_root) / f"finetune_lr={training.lr_label(new_lr)}"
+    target = Path(cfg.run_root) / f"finetune_lr={lr_label(new_lr)}"
     lrs = [f"{lr:g}" for lr in (*GOOD_LRS, new_lr)]
     command = [sys.executable, "-m", "lab5_utils.cli", "report", "--lrs", *lrs,
                "--out", str(result.out), "--figures", str(figures)]
@@ -318,11 +369,42 @@ def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_o
     after = {p: p.stat().st_mtime_ns for run in finished for p in run.rglob("*") if p.is_file()}
     assert after == before  # the finished runs were kept as they were
     reused = {r.name for r in again.runs if r.reused}
-    assert f"03_fine_tuning_lr={training.lr_label(new_lr)}" not in reused
-    assert {f"03_fine_tuning_lr={training.lr_label(lr)}" for lr in GOOD_LRS} <= reused
+    assert f"03_fine_tuning_lr={lr_label(new_lr)}" not in reused
+    assert {f"03_fine_tuning_lr={lr_label(lr)}" for lr in GOOD_LRS} <= reused
     epochs = list(pd.read_csv(target / "history.csv")["epoch"])
     assert len(epochs) == len(set(epochs)) == cfg.finetune_epochs  # each epoch once
     rows = pd.read_csv(again.out / "results.csv")
     assert list(rows["status"]) == ["finished"] * (2 + len(GOOD_LRS))
     html = again.html.read_text()
-    assert all(f'id="03-fine-tuning-lr-{training.lr_label(lr)}"' in html for lr in (*GOOD_LRS, new_lr))
+    assert all(f'id="03-fine-tuning-lr-{lr_label(lr)}"' in html for lr in (*GOOD_LRS, new_lr))
+
+
+@pytest.mark.slow
+def test_a_sweep_of_a_setting_renders_with_its_comparison_and_verdict(sweep):
+    """A second sweep in the same folder: one fine-tuning run per value of `dropout` at one
+    learning rate, from the same transfer run (slow: two notebooks train)."""
+    result, cfg, figures = sweep
+    transfer = Path(cfg.run_root) / "transfer"
+    before = {p: p.stat().st_mtime_ns for p in transfer.rglob("*") if p.is_file()}
+    again = run_report("demo", ["1e-3"], TINY, out=result.out, jobs=2, figures_dir=figures,
+                       sweep="dropout=0.2,0.5")
+    assert again.exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in transfer.rglob("*") if p.is_file()} == before
+    names = [r.name for r in again.runs]
+    assert names[2:4] == ["03_fine_tuning_lr=1e-03_dropout=0.2", "03_fine_tuning_lr=1e-03_dropout=0.5"]
+    for value in ("0.2", "0.5"):
+        saved = json.loads((Path(cfg.run_root) / f"finetune_lr=1e-03_dropout={value}"
+                            / "config.json").read_text())
+        assert saved["dropout"] == float(value) and saved["finetune_learning_rate"] == 1e-3
+    rows = pd.read_csv(again.out / "results.csv")
+    assert list(rows["setting"]) == ["transfer learning", "dropout=0.2", "dropout=0.5"]
+    html = again.html.read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "vs first value" in html and "Fine-tuning at dropout=0.2 (lr=1e-03)" in text
+    best = rows.iloc[1:].loc[rows.iloc[1:]["val accuracy (%)"].idxmax()]
+    assert f"Validation chose fine-tuning at {best['setting']} (lr=1e-03)." in text
+    assert "Against the first value, dropout=0.2, on the same test images" in text
+    p = rows.iloc[2]["McNemar p vs first"]
+    assert f"(p = {p:.2g}, {rows.iloc[2]['vs first']})" in text
+    assert (rows.iloc[2]["vs first"] == "within noise") == (p >= 0.05)
+    assert (figures / "val_accuracy_by_dropout.png").is_file()
