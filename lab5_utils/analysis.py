@@ -155,6 +155,12 @@ def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFra
             for _, r in finished_finetunes(table).iterrows()}
 
 
+def run_title(row: pd.Series) -> str:
+    """`lr=1e-04`, or `label_smoothing=0.1 (lr=1e-04)` for a run of a setting's sweep."""
+    lr = f"lr={lr_label(row['learning rate'])}"
+    return lr if row["setting"] == lr else f"{row['setting']} ({lr})"
+
+
 def row_ci(row: pd.Series, split: str) -> str:
     """`41.00 % [95 % CI 34.4-47.9]`: a row's accuracy on `split` (val or test) with its interval."""
     value, low, high = (row[f"{split} {k} (%)"] for k in ("accuracy", "low", "high"))
@@ -192,7 +198,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     runs = {"transfer": table[table["run"] == "transfer"].iloc[0]}
     best = best_finetune(table)
     if best is not None:
-        runs[f"fine-tuned, lr={lr_label(best['learning rate'])}"] = best
+        runs[f"fine-tuned, {run_title(best)}"] = best
     class_names = read_json(Path(cfg.run_root) / "transfer" / "class_names.json")
     rows, details = [], {}
     for name, row in runs.items():
@@ -202,8 +208,8 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
         rows.append({"model": name, "chosen by": "validation", "epoch": int(row["best epoch"]),
                      "validation accuracy (%)": row_ci(row, "val"),
                      "test top-1 (%)": row_ci(row, "test"),
-                     "test top-5 (%)": round(100 * result.top5, 2),
-                     "test loss": round(result.loss, 3), "test images": result.num_examples})
+                     "test top-5 (%)": f"{100 * result.top5:.2f}",
+                     "test loss": f"{result.loss:.3f}", "test images": f"{result.num_examples:,}"})
     summary = pd.DataFrame(rows)
     names = list(runs)
     best_name = max(reversed(names), key=lambda n: runs[n]["val accuracy (%)"])  # ties: fine-tuned

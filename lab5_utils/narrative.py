@@ -9,9 +9,10 @@ import re
 import pandas as pd
 
 from lab5_utils import stats
-from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs
+from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs, run_title
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
+from lab5_utils.tables import p_equals
 
 
 def describe_run(metrics: dict, baseline: dict | None = None) -> str:
@@ -90,12 +91,6 @@ def swept_setting(table: pd.DataFrame) -> str | None:
     return keys.pop() if len(keys) == 1 else None
 
 
-def run_title(row: pd.Series) -> str:
-    """`lr=1e-04`, or `label_smoothing=0.1 (lr=1e-04)` for a run of a setting's sweep."""
-    lr = f"lr={lr_label(row['learning rate'])}"
-    return lr if row["setting"] == lr else f"{row['setting']} ({lr})"
-
-
 def _against_first(done: pd.DataFrame) -> str:
     """Each value against the sweep's first value on the same test images."""
     if done.empty:
@@ -104,9 +99,9 @@ def _against_first(done: pd.DataFrame) -> str:
     rows = [r for _, r in done.iloc[1:].iterrows()]
     if not rows:
         return ""
-    items = [f"{r['setting']} {r['test change vs first (points)']:+.2f} points (p = "
-             f"{r['McNemar p vs first']:.2g}, {r['vs first']})" if pd.notna(r["McNemar p vs first"])
-             else f"{r['setting']} not compared" for r in rows]
+    items = [f"{r['setting']} not compared" if pd.isna(r["McNemar p vs first"]) else
+             f"{r['setting']} {r['test change vs first (points)']:+.2f} points "
+             f"({p_equals(r['McNemar p vs first'])}, {r['vs first']})" for r in rows]
     return (f"Against the first value, {first['setting']}, on the same test images (McNemar's "
             "exact test): " + "; ".join(items) + ".")
 
@@ -138,7 +133,7 @@ def _short_verdict(best: pd.Series, transfer: pd.Series) -> str:
     noise = best["vs transfer"] == "within noise"
     word = "within noise" if noise else ("a significant gain" if change > 0 else "a significant loss")
     return (f"{change:+.2f} points against transfer learning ({transfer['test accuracy (%)']:.2f} "
-            f"%): **{word}** (McNemar p = {best['McNemar p']:.2g}).")
+            f"%): **{word}** (McNemar {p_equals(best['McNemar p'])}).")
 
 
 def sweep_cost(table: pd.DataFrame) -> str:
@@ -182,14 +177,14 @@ def _verdict_sentence(row: pd.Series) -> str:
         outcome = (f"{change:+.2f} points against the transfer model: fine-tuning "
                    f"**{'improved' if change > 0 else 'lowered'}** test accuracy, significant at 5 %")
     return (text + f", {outcome} (McNemar's exact test on the {_images(row)} paired test images, "
-            f"p = {p:.2g}).")
+            f"{p_equals(p)}).")
 
 
 def _change(row: pd.Series) -> str:
     if pd.isna(row["McNemar p"]):
         return f"{row['test accuracy (%)']:.2f} %, not compared"
     return (f"{row['test accuracy (%)']:.2f} % ({row['test change vs transfer (points)']:+.2f} "
-            f"points, p = {row['McNemar p']:.2g}, {row['vs transfer']})")
+            f"points, {p_equals(row['McNemar p'])}, {row['vs transfer']})")
 
 
 def _images(row: pd.Series) -> str:

@@ -34,6 +34,16 @@ def view(table: pd.DataFrame, columns: dict[str, tuple[str, str | Callable[[Any]
                          for name, (header, spec) in columns.items() if name in table.columns})
 
 
+def p_value(p: float) -> str:
+    """A p-value as the report prints it: `0.570`, `1.000`, `< 0.001`."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_equals(p: float) -> str:
+    """`p = 0.570` or `p < 0.001`, for sentences."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def lr_text(value: Any) -> str:
     return lr_label(float(value))
 
@@ -44,7 +54,7 @@ def yes_no(value: Any) -> str:
 
 def results_view(table: pd.DataFrame) -> pd.DataFrame:
     """`analysis.results_table` for reading: accuracies with their 95 % intervals, signed
-    changes, p-values to 2 significant digits."""
+    changes, p-values to 3 decimals."""
     shown = table.assign(
         val=[_with_interval(r, "val") for _, r in table.iterrows()],
         test=[_with_interval(r, "test") for _, r in table.iterrows()])
@@ -54,11 +64,11 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
         "val": ("validation accuracy (%) [95 % CI]", "{}"),
         "test": ("test accuracy (%) [95 % CI]", "{}"),
         "test change vs transfer (points)": ("test change vs transfer (points)", "{:+.2f}"),
-        "McNemar p": ("McNemar p", "{:.2g}"), "vs transfer": ("vs transfer", "{}"),
+        "McNemar p": ("McNemar p", p_value), "vs transfer": ("vs transfer", "{}"),
     }
     if table["vs first"].notna().any():
         columns |= {"test change vs first (points)": ("test change vs first value (points)", "{:+.2f}"),
-                    "McNemar p vs first": ("McNemar p vs first value", "{:.2g}"),
+                    "McNemar p vs first": ("McNemar p vs first value", p_value),
                     "vs first": ("vs first value", "{}")}
     columns |= {"trainable params": ("trainable parameters", "{:,}"),
                 "seconds / epoch": ("seconds per epoch", "{:.1f}"), "error": ("error", "{}")}

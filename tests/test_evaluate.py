@@ -209,6 +209,7 @@ def test_saved_test_predictions_match_a_fresh_evaluation_of_best_keras(trained_l
     from lab5_utils.data import load_splits
     from lab5_utils.evaluate import load_predictions
     from lab5_utils.model import load_model
+    from lab5_utils.sweep import sweep_runs
 
     cfg, transfer, finetune = trained_lab
     test = load_splits(cfg).test
@@ -224,9 +225,9 @@ def test_saved_test_predictions_match_a_fresh_evaluation_of_best_keras(trained_l
         assert run.metrics["test_top5"] == pytest.approx(fresh.top5)
         assert run.metrics["test_loss"] == pytest.approx(fresh.loss, rel=1e-4)
         assert run.metrics["num_test"] == fresh.num_examples
-    table = analysis.results_table(cfg, [cfg.finetune_learning_rate])
+    table = analysis.results_table(cfg, sweep_runs([cfg.finetune_learning_rate]))
     result = analysis.evaluate_models(cfg, table, sample=4, worst=3)
-    assert list(result.summary["test images"]) == [fresh.num_examples] * 2
+    assert list(result.summary["test images"]) == [f"{fresh.num_examples:,}"] * 2
     chosen = transfer if result.best_name == "transfer" else finetune
     assert 100 * result.evaluation.top1 == pytest.approx(100 * chosen.metrics["test_accuracy"])
     # the images shown are the test images at those indices, as the test pipeline yields them

@@ -18,6 +18,7 @@ from lab5_utils.config import lab_config, lr_label
 from lab5_utils.narrative import conclusion, lr_suggestion_text
 from lab5_utils.report import run_report
 from lab5_utils.sweep import parse_lrs
+from lab5_utils.tables import p_equals
 
 # Tiny enough that one notebook trains in well under a minute on a shared 2-core CPU.
 TINY = ["image_size=32", "batch_size=32", "transfer_epochs=1", "finetune_epochs=1", "num_classes=3",
@@ -112,8 +113,8 @@ def test_conclusion_chooses_on_validation_and_reports_the_test_verdict():
     assert "the 2 learning rates that finished (61.20 % [95 % CI 58.1-64.2] at epoch 14)" in text
     assert ("On the test split it reaches **60.50 % [95 % CI 57.4-63.5]**, +6.50 points against the "
             "transfer model: fine-tuning **improved** test accuracy, significant at 5 %") in text
-    assert "McNemar's exact test on the 1,000 paired test images, p = 1e-06" in text
-    assert "lr=1e-07: 63.00 % (+9.00 points, p = 1e-09, significant at 5 %)" in text
+    assert "McNemar's exact test on the 1,000 paired test images, p < 0.001" in text
+    assert "lr=1e-07: 63.00 % (+9.00 points, p < 0.001, significant at 5 %)" in text
     assert "lr=1e-08 failed: RunError: diverged." in text and "more" not in text
     assert "suggested lr=3e-04; the best swept learning rate, 1e-04, is near it" in text
     assert "does not separate" not in text  # 55.41 is far outside [58.1, 64.2]
@@ -306,7 +307,7 @@ def test_the_conclusion_quotes_the_runs_metrics(sweep):
     change = 100 * (m["test_accuracy"] - transfer["test_accuracy"])
     said = "the same test accuracy" if change == 0 else f"{change:+.2f} points against"
     assert said in sentence
-    assert f"p = {paired.p_value:.2g})" in sentence
+    assert f"{p_equals(paired.p_value)})" in sentence
     assert ("within noise" in sentence) == (paired.p_value >= 0.05)
     rows = pd.read_csv(result.out / "results.csv")
     assert list(rows["status"]) == ["finished", "failed", "finished", "finished"]
@@ -405,6 +406,6 @@ def test_a_sweep_of_a_setting_renders_with_its_comparison_and_verdict(sweep):
     assert f"Validation chose fine-tuning at {best['setting']} (lr=1e-03)." in text
     assert "Against the first value, dropout=0.2, on the same test images" in text
     p = rows.iloc[2]["McNemar p vs first"]
-    assert f"(p = {p:.2g}, {rows.iloc[2]['vs first']})" in text
+    assert f"({p_equals(p)}, {rows.iloc[2]['vs first']})" in text
     assert (rows.iloc[2]["vs first"] == "within noise") == (p >= 0.05)
     assert (figures / "val_accuracy_by_dropout.png").is_file()

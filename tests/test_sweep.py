@@ -15,6 +15,7 @@ from lab5_utils.config import LabConfig, lab_config
 from lab5_utils.evaluate import PREDICTIONS_FILE, Predictions, save_predictions
 from lab5_utils.report import run_report
 from lab5_utils.sweep import SweepRun, parse_sweep, sweep_runs
+from lab5_utils.tables import p_equals
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_a_setting_sweep_is_compared_with_transfer_and_with_its_first_value(cfg)
     assert "Chosen on validation, fine-tuning at **dropout=0.5 (lr=1e-04)** had the best " \
            "validation accuracy of the 2 values of dropout that finished" in text
     assert "Against the first value, dropout=0.2, on the same test images" in text
-    assert (f"dropout=0.5 {100 * gain.difference:+.2f} points (p = {gain.p_value:.2g}, "
+    assert (f"dropout=0.5 {100 * gain.difference:+.2f} points ({p_equals(gain.p_value)}, "
             "significant at 5 %)") in text
     assert "The other values on the test split: dropout=0.2" in text
     assert "LR range test" not in narrative.conclusion(table, suggested_lr=1e-4)  # not an LR sweep
@@ -191,7 +192,7 @@ def test_the_headline_says_gain_loss_or_noise_as_the_numbers_do(cfg):
     noise.loc[2, ["test change vs transfer (points)", "McNemar p", "vs transfer"]] = [1.0, 0.6,
                                                                                     "within noise"]
     assert "+1.00 points against transfer learning" in narrative.headline(noise)
-    assert "**within noise** (McNemar p = 0.6)" in narrative.headline(noise)
+    assert "**within noise** (McNemar p = 0.600)" in narrative.headline(noise)
     none = analysis.results_table(cfg, sweep_runs([1e-6]))
     assert narrative.headline(none).startswith("**No fine-tuning run finished.**")
 

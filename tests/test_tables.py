@@ -90,7 +90,8 @@ def test_the_results_table_reads_as_words_and_rounded_numbers():
     assert list(shown["learning rate"]) == ["1e-02", "1e-04", "1e-08"]
     assert list(shown["run"]) == ["transfer learning", "lr=1e-04", "lr=1e-08"]
     assert shown["test accuracy (%) [95 % CI]"].iloc[1] == "42.50 [35.9, 49.4]"
-    assert list(shown["McNemar p"]) == ["–", "0.57", "–"]
+    assert list(shown["McNemar p"]) == ["–", "0.573", "–"]
+    assert [tables.p_value(p) for p in (1.0, 0.0004, 0.05)] == ["1.000", "< 0.001", "0.050"]
     assert list(shown["test change vs transfer (points)"]) == ["–", "+2.00", "–"]
     assert list(shown["seconds per epoch"]) == ["1.2", "2.0", "–"]
     assert list(shown["trainable parameters"]) == ["12,810", "1,234,567", "–"]
