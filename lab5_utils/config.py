@@ -228,6 +228,14 @@ class LabConfig:
         return self.dataset.startswith("folder:")
 
 
+# quick and full: the fine-tuning recipe of README "The fine-tuning recipe" (mixup and cutmix
+# stay off: short schedules). EMA's momentum is set per preset: its horizon, 1/(1-momentum)
+# steps, is about one epoch (quick ~119 steps an epoch, full ~1,125).
+_RECIPE: dict[str, Any] = dict(
+    augmentations=["flip", "crop", "randaugment"], randaugment_ops=2, randaugment_factor=0.2,
+    label_smoothing=0.1, optimizer="adamw", weight_decay=0.05, ema=True, tta="flip",
+    test_image_size=256)
+
 _PRESET_VALUES: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="synthetic", weights="calibrated", image_size=96, batch_size=32,
                  transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
@@ -240,11 +248,12 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
                   finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
                   validation_split=0.05, jit_compile="auto", steps_per_execution="auto",
-                  run_root="runs/quick"),
+                  run_root="runs/quick", **_RECIPE, ema_momentum=0.99),
     "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                  transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
                  finetune_learning_rate=1e-5, validation_split=0.05, jit_compile="auto",
-                 steps_per_execution="auto", run_root="runs/full"),
+                 steps_per_execution="auto", run_root="runs/full", **_RECIPE,
+                 ema_momentum=0.999),
 }
 
 

@@ -357,3 +357,22 @@ def test_a_recipe_run_records_it_and_keeps_the_validated_averaged_weights(tmp_pa
     saved = evaluate.load_predictions(result.run_dir)
     np.testing.assert_allclose(saved.probs, expected.probs, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(saved.y_true, expected.y_true)
+
+
+def test_quick_and_full_use_the_recipe_and_demo_keeps_the_old_defaults():
+    demo = LabConfig.preset("demo")
+    for name in ("label_smoothing", "optimizer", "weight_decay", "ema", "tta",
+                 "test_image_size", "crop_scale"):
+        assert getattr(demo, name) == getattr(LabConfig(), name), name
+    assert demo.augmentations == ["flip", "crop"]
+    for name in ("quick", "full"):
+        cfg = LabConfig.preset(name)
+        assert cfg.label_smoothing > 0 and cfg.optimizer == "adamw" and cfg.weight_decay > 0
+        assert cfg.ema and cfg.tta == "flip" and cfg.test_image_size > cfg.image_size
+        assert "randaugment" in cfg.augmentations
+        assert not {"mixup", "cutmix"} & set(cfg.augmentations)  # short schedules: see README
+    # EMA's horizon, 1/(1 - momentum) steps, is about one epoch in both
+    for name, images in (("quick", 7575), ("full", 71960)):
+        cfg = LabConfig.preset(name)
+        horizon, epoch = 1 / (1 - cfg.ema_momentum), images / cfg.batch_size
+        assert 0.5 < horizon / epoch < 1.5
