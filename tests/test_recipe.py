@@ -376,3 +376,16 @@ def test_quick_and_full_use_the_recipe_and_demo_keeps_the_old_defaults():
         cfg = LabConfig.preset(name)
         horizon, epoch = 1 / (1 - cfg.ema_momentum), images / cfg.batch_size
         assert 0.5 < horizon / epoch < 1.5
+
+
+def test_the_augmentation_preview_shows_randaugment_and_mixing(tmp_path):
+    from lab5_utils import explore
+
+    cfg = tiny_config(tmp_path, augmentations=["randaugment"], randaugment_factor=0.5)
+    train = data.load_encoded(cfg).train
+    original, versions = explore.augmentation_examples(cfg, train, n=4)
+    assert len({v.tobytes() for v in versions}) == 4 and original.shape == versions[0].shape
+    mixed_cfg = cfg.replace(augmentations=["mixup"])
+    _, mixed = explore.augmentation_examples(mixed_cfg, train, n=4)
+    plain, _ = _first_batch(cfg.replace(augmentations=[]), train.take(4), 4)
+    assert len(mixed) == 4 and not np.array_equal(np.stack(mixed), plain)  # blended
