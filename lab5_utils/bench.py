@@ -82,13 +82,15 @@ def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str
 def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
     """images/s of the plain pipeline and of `make_pipeline` with preset full's defaults (the
     training cache, "auto", holds these few hundred images in memory; validation has no cache),
-    plus each split with the other cache setting, and the cache-filling first training epoch."""
+    plus each split with the other cache setting, and the cache-filling first training epoch.
+    Training augments with flip and crop only: the decoding path is what this measures
+    (full's RandAugment adds its own per-image cost, README "The fine-tuning recipe")."""
     from lab5_utils.config import LabConfig
     from lab5_utils.data import list_images, load_encoded
     from lab5_utils.pipeline import make_pipeline
 
     cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
-                           batch_size=batch_size)
+                           batch_size=batch_size, augmentations=["flip", "crop"])
     train, val, _, info = load_encoded(cfg)
     variants = {
         "train": (train, cfg, True),

@@ -27,6 +27,7 @@ def bench_train_step(image_sizes: tuple[int, ...] = (224,), batch_size: int = 64
     from lab5_utils.data import load_encoded
     from lab5_utils.model import build_model, freeze_base, gpu_available, unfreeze
     from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.recipe import one_hot
 
     result: dict[str, Any] = {"machine": machine_info(), "accelerator": gpu_available(),
                               "settings": {"batch_size": batch_size, "steps": steps,
@@ -38,19 +39,24 @@ def bench_train_step(image_sizes: tuple[int, ...] = (224,), batch_size: int = 64
             cfg = LabConfig.preset("full", dataset=f"folder:{root}", weights=None,
                                    image_size=size, batch_size=batch_size, cache_train="")
             train, _, _, info = load_encoded(cfg)
-            fed = make_pipeline(train, cfg, training=True, num_examples=info.num_train)
+            depth = info.num_classes if one_hot(cfg) else None  # full's recipe, labels alike
+            fed = make_pipeline(train, cfg, training=True, num_examples=info.num_train,
+                                one_hot_depth=depth)
             rng = np.random.default_rng(0)
+            labels = rng.integers(0, info.num_classes, batch_size).astype(np.int32)
             in_memory = tf.data.Dataset.from_tensors((
                 rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
-                rng.integers(0, info.num_classes, batch_size).astype(np.int32))).cache()
+                np.eye(depth, dtype=np.float32)[labels] if depth else labels)).cache()
             model = build_model(cfg, info.num_classes)
             rows: dict[str, Any] = {}
             for part, mode in (("frozen", "none"), ("unfrozen", "all")):
                 unfreeze(model, mode) if mode != "none" else freeze_base(model)
                 for on in jit:
-                    timing = speed.time_train_step(model, in_memory, batch_size, steps, on, 1)
+                    timing = speed.time_train_step(model, in_memory, batch_size, steps, on, 1,
+                                                   cfg=cfg)
                     rows[f"{part}_jit_{str(on).lower()}"] = round(timing.images_per_s, 1)
-                fed_timing = speed.time_train_step(model, fed, batch_size, steps, False, 1)
+                fed_timing = speed.time_train_step(model, fed, batch_size, steps, False, 1,
+                                                   cfg=cfg)
                 rows[f"{part}_pipeline_fed"] = round(fed_timing.images_per_s, 1)
                 rows[f"{part}_pipeline_fed_vs_in_memory"] = round(
                     fed_timing.images_per_s / rows[f"{part}_jit_false"], 3)

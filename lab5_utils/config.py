@@ -16,7 +16,10 @@ from lab5_utils.files import project_root
 
 DATASETS = ("food101", "synthetic", "folder:PATH")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
-AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast")
+AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
+MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels
+OPTIMIZERS = ("adam", "adamw")
+TTA = ("none", "flip")
 UNFREEZE_MODES = ("all", "top:N", "none")
 MIXED_PRECISION = ("auto", "on", "off")
 JIT_COMPILE = ("auto", "true", "false")
@@ -39,6 +42,20 @@ class LabConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     augmentations: list[str] = field(default_factory=lambda: ["flip", "crop"])
+    # The fine-tuning recipe (lab5_utils.recipe); each default is the lab before it existed
+    crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # crop's area range
+    randaugment_ops: int = 2  # operations per image (augmentations=...,randaugment)
+    randaugment_factor: float = 0.2  # their strength, Keras' factor 0..1
+    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weights (augmentations=...,mixup)
+    cutmix_alpha: float = 1.0  # the same for the pasted area (augmentations=...,cutmix)
+    label_smoothing: float = 0.0  # 0 = off (integer labels, sparse cross-entropy)
+    optimizer: str = "adam"  # or "adamw" (decoupled weight decay)
+    weight_decay: float = 0.0  # adamw only; BatchNorm and biases are never decayed
+    decay_head: bool = True  # False: the classification head is not decayed either
+    ema: bool = False  # evaluate and keep the exponential moving average of the weights
+    ema_momentum: float = 0.99
+    tta: str = "none"  # test-time augmentation: "none" or "flip" (image and mirror averaged)
+    test_image_size: int | None = None  # the test split's input size; None = image_size
     unfreeze: str = "all"
     weights: str | None = "imagenet"
     dropout: float = 0.2
@@ -66,6 +83,10 @@ class LabConfig:
         if isinstance(self.augmentations, str):
             self.augmentations = [a for a in self.augmentations.split(",") if a.strip()]
         self.augmentations = [a.strip() for a in self.augmentations]
+        if isinstance(self.crop_scale, str):  # "0.35,1.0"
+            self.crop_scale = [a.strip() for a in self.crop_scale.split(",") if a.strip()]
+        if isinstance(self.crop_scale, (list, tuple)):
+            self.crop_scale = [_number(v) for v in self.crop_scale]
         if isinstance(self.jit_compile, (bool, str)):  # bool: configs written before "auto"
             self.jit_compile = str(self.jit_compile).lower()
         if isinstance(self.steps_per_execution, str) and self.steps_per_execution.isdigit():
@@ -110,6 +131,38 @@ class LabConfig:
                 _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")
         if self.weights is not None and not isinstance(self.weights, str):
             _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
+        self._validate_recipe()
+
+    def _validate_recipe(self) -> None:
+        """The fine-tuning recipe's fields (lab5_utils.recipe)."""
+        _check_number(self, "label_smoothing", 0.0, 1.0, "a number >= 0 and < 1 (0 = off), "
+                      "e.g. 0.1", high_open=True)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_number(self, "weight_decay", 0.0, math.inf, "a number >= 0, e.g. 0.05 (0 = off)")
+        if self.optimizer == "adam" and self.weight_decay > 0:
+            _fail("weight_decay", self.weight_decay, "0 with optimizer='adam' (Adam here never "
+                  "decays weights): set optimizer=adamw to decay them")
+        for name in ("decay_head", "ema"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "true or false")
+        _check_number(self, "ema_momentum", 0.0, 1.0, "a number between 0 and 1 (both "
+                      "excluded), e.g. 0.99", low_open=True, high_open=True)
+        _check_int(self, "randaugment_ops", 1)
+        for name in ("randaugment_factor", "mixup_alpha", "cutmix_alpha"):
+            _check_number(self, name, 0.0, 1.0, "a number > 0 and <= 1", low_open=True)
+        scale = self.crop_scale
+        if not (isinstance(scale, list) and len(scale) == 2
+                and all(isinstance(v, float) and math.isfinite(v) for v in scale)
+                and 0 < scale[0] <= scale[1] <= 1):
+            _fail("crop_scale", scale, "two numbers lo,hi with 0 < lo <= hi <= 1: the range of "
+                  "the crop's share of the image area, e.g. 0.35,1.0")
+        mixing = [a for a in self.augmentations if a in MIXING]
+        if mixing and self.batch_size < 2:
+            _fail("batch_size", self.batch_size, f"at least 2 with augmentations={mixing[0]} "
+                  "(it mixes each training image with another image of its batch)")
+        _check_choice("tta", self.tta, TTA)
+        if self.test_image_size is not None:
+            _check_int(self, "test_image_size", 32)
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -175,6 +228,14 @@ class LabConfig:
         return self.dataset.startswith("folder:")
 
 
+# quick and full: the fine-tuning recipe of README "The fine-tuning recipe" (mixup and cutmix
+# stay off: short schedules). EMA's momentum is set per preset: its horizon, 1/(1-momentum)
+# steps, is about one epoch (quick ~119 steps an epoch, full ~1,125).
+_RECIPE: dict[str, Any] = dict(
+    augmentations=["flip", "crop", "randaugment"], randaugment_ops=2, randaugment_factor=0.2,
+    label_smoothing=0.1, optimizer="adamw", weight_decay=0.05, ema=True, tta="flip",
+    test_image_size=256)
+
 _PRESET_VALUES: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="synthetic", weights="calibrated", image_size=96, batch_size=32,
                  transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
@@ -187,11 +248,12 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
                   transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
                   finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
                   validation_split=0.05, jit_compile="auto", steps_per_execution="auto",
-                  run_root="runs/quick"),
+                  run_root="runs/quick", **_RECIPE, ema_momentum=0.99),
     "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
                  transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
                  finetune_learning_rate=1e-5, validation_split=0.05, jit_compile="auto",
-                 steps_per_execution="auto", run_root="runs/full"),
+                 steps_per_execution="auto", run_root="runs/full", **_RECIPE,
+                 ema_momentum=0.999),
 }
 
 
@@ -253,7 +315,7 @@ def parse_value(key: str, raw: str) -> Any:
     if raw.lower() in ("none", "null") and "None" in str(kind):
         return None
     try:
-        if kind in ("int", int):
+        if kind in ("int", int, "int | None"):
             return int(raw)
         if kind in ("float", float):
             return float(raw)
@@ -264,7 +326,8 @@ def parse_value(key: str, raw: str) -> Any:
                 return False
             raise ValueError(raw)
         if "list" in str(kind):
-            return [a.strip() for a in raw.split(",") if a.strip()]
+            items = [a.strip() for a in raw.split(",") if a.strip()]
+            return [float(a) for a in items] if "float" in str(kind) else items
     except ValueError:
         _fail(key, raw, f"a value of type {kind}")
     return raw
@@ -284,6 +347,26 @@ def _check_int(cfg: LabConfig, name: str, minimum: int) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         _fail(name, value, f"an integer >= {minimum}")
+
+
+def _number(value: Any) -> Any:
+    """A number given as text (`--set crop_scale=0.2,1`, JSON) as a float; anything else as is,
+    for `validate` to refuse."""
+    try:
+        return float(value) if not isinstance(value, bool) else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_number(cfg: LabConfig, name: str, low: float, high: float, allowed: str,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        _fail(name, value, allowed)
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

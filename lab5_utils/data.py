@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from lab5_utils import recipe
 from lab5_utils.config import LabConfig
 from lab5_utils.photos import DECODABLE, conversion_hint, exif_orientation, image_problem
 from lab5_utils.pipeline import decode, make_pipeline
@@ -342,12 +343,16 @@ def _hue_channel(x: float) -> float:
 
 
 def load_splits(cfg: LabConfig) -> Splits:
-    """Batched, prefetched train, validation and test datasets plus their `DataInfo`. The test
-    pipeline is never cached: it is read once per finished run."""
+    """Batched, prefetched train, validation and test datasets plus their `DataInfo`. Training
+    and validation labels are one-hot when the recipe needs them (`recipe.one_hot`); the test
+    split keeps integer labels, at the recipe's test size, and is never cached: it is read once
+    per finished run."""
     train, val, test, info = load_encoded(cfg)
+    depth = info.num_classes if recipe.one_hot(cfg) else None
+    test_cfg = cfg.replace(cache_validation="", image_size=recipe.test_image_size(cfg))
     return Splits(
-        make_pipeline(train, cfg, training=True, num_examples=info.num_train),
-        make_pipeline(val, cfg, training=False, num_examples=info.num_val),
-        make_pipeline(test, cfg.replace(cache_validation=""), training=False),
+        make_pipeline(train, cfg, training=True, num_examples=info.num_train, one_hot_depth=depth),
+        make_pipeline(val, cfg, training=False, num_examples=info.num_val, one_hot_depth=depth),
+        make_pipeline(test, test_cfg, training=False),
         info,
     )

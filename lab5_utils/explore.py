@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import tensorflow as tf
 
-from lab5_utils.config import LabConfig
+from lab5_utils.config import MIXING, LabConfig
 from lab5_utils.pipeline import decode, make_pipeline
 
 
@@ -54,8 +54,17 @@ def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[lis
 
 
 def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, list]:
-    """The first image as validation sees it, and `n` versions of it from the training pipeline."""
+    """The first image as validation sees it, and `n` versions of it from the training pipeline
+    (every augmentation of `cfg`). With mixup or cutmix on, which mix the images of a batch,
+    the `n` are instead the first `n` training images as one augmented, mixed batch."""
     first = ds.take(1)
-    original, _ = next(iter(make_pipeline(first, cfg.replace(batch_size=1), False, 1)))
-    images, _ = next(iter(make_pipeline(first.repeat(n), cfg.replace(batch_size=n), True, n)))
+    unmixed = [a for a in cfg.augmentations if a not in MIXING]  # validation ignores them all
+    original, _ = next(iter(make_pipeline(
+        first, cfg.replace(batch_size=1, augmentations=unmixed), False, 1)))
+    mixing = unmixed != cfg.augmentations
+    shown = ds.take(n) if mixing else first.repeat(n)
+    # the labels are not shown: any depth above the largest label will do for mixing
+    depth = 1 + max(int(example[1]) for example in shown.as_numpy_iterator()) if mixing else None
+    batch = make_pipeline(shown, cfg.replace(batch_size=n), True, n, one_hot_depth=depth)
+    images, _ = next(iter(batch))
     return original.numpy()[0], list(images.numpy())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lab5_utils import distribute
+from lab5_utils import distribute, recipe
 from lab5_utils.config import LabConfig, parse_unfreeze
 
 BASE_NAME = "efficientnetb0"
@@ -152,26 +152,39 @@ def unfreeze(model: keras.Model, mode: str) -> keras.Model:
     if getattr(model, "optimizer", None) is not None and model.compiled:
         lr = float(np.asarray(model.optimizer.learning_rate))
         compile_model(model, lr, jit_compile=bool(model.jit_compile),
-                      steps_per_execution=int(model.steps_per_execution))
+                      steps_per_execution=int(model.steps_per_execution),
+                      cfg=getattr(model, "lab5_recipe", None))
     return model
 
 
 def compile_model(model: keras.Model, learning_rate, jit_compile: bool = False,
-                  steps_per_execution: int = 1) -> keras.Model:
-    """Adam (`learning_rate=` a float or a keras schedule), sparse cross-entropy, accuracy, top-5;
-    XLA and the steps run per call as given."""
-    k = min(5, int(model.output_shape[-1]))
+                  steps_per_execution: int = 1, cfg: LabConfig | None = None) -> keras.Model:
+    """The recipe's optimizer (`learning_rate=` a float or a keras schedule), loss and metrics
+    (accuracy, top-5) from `recipe` for `cfg` (None: Adam, sparse cross-entropy, integer
+    labels); XLA and the steps run per call as given."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        optimizer=recipe.make_optimizer(cfg, learning_rate, model),
+        loss=recipe.make_loss(cfg),
         # Metric objects (not strings) are created now, not while tracing `fit`: this keeps
         # Keras from tracing the train step twice (measured 40 s -> 26 s on this CPU).
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5")],
+        metrics=recipe.make_metrics(cfg, int(model.output_shape[-1])),
         jit_compile=jit_compile, steps_per_execution=steps_per_execution,
     )
     model.optimizer.build(model.trainable_variables)
+    model.lab5_recipe = cfg  # what `unfreeze` compiles again with
     return model
+
+
+def with_input_size(model: keras.Model, cfg: LabConfig, size: int) -> keras.Model:
+    """The same network rebuilt for `size` x `size` inputs with `model`'s weights (the
+    recipe's `test_image_size`): EfficientNet's weights do not depend on the input size, but
+    its padding does, so the layers are built again rather than called at another size."""
+    if size == int(model.input_shape[1]):
+        return model
+    resized = build_model(cfg.replace(image_size=size, weights=None),
+                          int(model.output_shape[-1]))
+    resized.set_weights(model.get_weights())
+    return resized
 
 
 def trainable_summary(model: keras.Model) -> dict[str, int]:

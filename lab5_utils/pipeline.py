@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from lab5_utils.augment import batch_augmenter, batch_mixer, per_image_augmenter
 from lab5_utils.config import LabConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -25,29 +26,30 @@ AUTOTUNE = tf.data.AUTOTUNE
 # DCT scale (1, 1/2, 1/4, 1/8) that still leaves `size` pixels on each side (never upscale a
 # reduced decode), resize (the only float work) and flip the small resized image.
 JPEG_SCALES = (1, 2, 4, 8)
+CROP_SCALE = (0.35, 1.0)  # LabConfig.crop_scale's default: the crop's share of the image area
 
 
 def decode(
     encoded: tf.Tensor, size: int | None, crop_seed: tf.Tensor | None = None,
-    orientation: tf.Tensor | int | None = None,
+    orientation: tf.Tensor | int | None = None, crop_scale: tuple[float, float] = CROP_SCALE,
 ) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 [h, w, 3], ready to resize to `size`: JPEGs are
     decoded at the smallest scale that keeps >= `size` px a side (`size=None`: full scale).
-    With `crop_seed`, a random crop (35-100 % of the area, aspect 3/4-4/3) that, for JPEGs, is
-    decoded straight from the file. `orientation` (EXIF, 1-8) turns the small decoded image
+    With `crop_seed`, a random crop (`crop_scale` of the area, aspect 3/4-4/3) that, for JPEGs,
+    is decoded straight from the file. `orientation` (EXIF, 1-8) turns the small decoded image
     upright, as photo viewers show it; a crop taken as stored is a crop of the upright photo."""
 
     def jpeg() -> tf.Tensor:
         shape = tf.io.extract_jpeg_shape(encoded)
         if crop_seed is None:
             return _decode_jpeg_scaled(encoded, tf.reduce_min(shape[:2]), size, None)
-        box = _crop_box(shape, crop_seed)
+        box = _crop_box(shape, crop_seed, crop_scale)
         return _decode_jpeg_scaled(encoded, tf.reduce_min(box[2:]), size, box)
 
     def other() -> tf.Tensor:
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         if crop_seed is not None:
-            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed, crop_scale))
             image = image[y : y + h, x : x + w]
         return image
 
@@ -99,27 +101,16 @@ def _decode_jpeg_scaled(
     return tf.switch_case(jpeg_scale(side, size), [at(r) for r in JPEG_SCALES])
 
 
-def _crop_box(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """[y, x, h, w] of a random crop of an image of `shape` (stateless: same seed, same box)."""
+def _crop_box(shape: tf.Tensor, seed: tf.Tensor,
+              crop_scale: tuple[float, float] = CROP_SCALE) -> tf.Tensor:
+    """[y, x, h, w] of a random crop of an image of `shape` covering `crop_scale` of its area
+    (stateless: same seed, same box)."""
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, tf.zeros([0, 0, 4]), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.35, 1.0), max_attempts=10,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=tuple(crop_scale), max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
     return tf.stack([begin[0], begin[1], extent[0], extent[1]])
-
-
-def batch_augmenter(augmentations: list[str], seed: int) -> tf.keras.Sequential | None:
-    """Keras preprocessing layers for the batch-level augmentations (rotation, zoom, contrast)."""
-    import keras
-
-    layers = {
-        "rotation": lambda: keras.layers.RandomRotation(0.08, seed=seed),
-        "zoom": lambda: keras.layers.RandomZoom(0.15, seed=seed),
-        "contrast": lambda: keras.layers.RandomContrast(0.25, seed=seed),
-    }
-    chosen = [layers[a]() for a in augmentations if a in layers]
-    return keras.Sequential(chosen, name="augment") if chosen else None
 
 
 def cache_side(image_size: int) -> int:
@@ -153,18 +144,26 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def make_pipeline(
-    ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None
+    ds: tf.data.Dataset, cfg: LabConfig, training: bool, num_examples: int | None = None,
+    one_hot_depth: int | None = None,
 ) -> tf.data.Dataset:
     """Encoded (image, label) or, from folders, (image, label, EXIF orientation) -> batched
-    (uint8 0..255 upright images, int32 labels), prefetched.
+    (uint8 0..255 upright images, int32 labels), prefetched. With `one_hot_depth` (the number
+    of classes; `recipe.one_hot` says when) labels are float32 one-hot vectors instead.
 
     uint8 batches are a quarter the size of float32 ones; Keras casts them to the model's
-    float32 input inside the compiled step. Training: shuffle, random crop + flip (seeded per
-    element from `cfg.seed`, fresh every epoch), batch-level Keras augmentations; with
-    `cache_train`, images are decoded once (shorter side `cache_side`) and later epochs only crop,
-    resize and flip. Validation: deterministic, decoded once when `cache_validation` is on."""
+    float32 input inside the compiled step. Training: shuffle, random crop + flip + RandAugment
+    (per image, seeded per element from `cfg.seed`, fresh every epoch), batch-level Keras
+    augmentations, then mixup/cutmix (per batch, seeded alike); with `cache_train`, images are
+    decoded once (shorter side `cache_side`) and later epochs only crop, resize and augment.
+    Validation: deterministic, decoded once when `cache_validation` is on."""
     augment = cfg.augmentations if training else []
     crop, flip = "crop" in augment, "flip" in augment
+    randaugment = per_image_augmenter(augment, cfg)
+    mixer = batch_mixer(augment, cfg)
+    if mixer is not None and not one_hot_depth:
+        raise ValueError(f"augmentations={cfg.augmentations}: mixup and cutmix mix labels, so "
+                         "make_pipeline needs one_hot_depth (the number of classes)")
     size, count = cfg.image_size, num_examples or int(ds.cardinality())
     # What the cache holds: the image shrunk for later crops (4:3 assumed), or the final image
     side = cache_side(size) if crop else size
@@ -188,22 +187,25 @@ def make_pipeline(
         if seed is not None:
             crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split([seed, 0], 2))
         if cache is None:  # `image` is (encoded, orientation): decode only the crop, reduced
-            image = decode(image[0], size, crop_seed if crop else None, image[1])
+            image = decode(image[0], size, crop_seed if crop else None, image[1], cfg.crop_scale)
         elif crop:
-            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed))
+            y, x, h, w = tf.unstack(_crop_box(tf.shape(image), crop_seed, cfg.crop_scale))
             image = image[y : y + h, x : x + w]
         if cache is None or crop:
             image = _to_uint8(tf.image.resize(image, [size, size]))
         if flip:  # on the small resized image
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        if randaugment is not None:  # its own seed, so crops and flips stay as without it
+            seed_pair = tf.random.experimental.stateless_fold_in([seed, 0], 1)
+            image = _to_uint8(tf.clip_by_value(randaugment.seeded(image, seed_pair), 0, 255))
         return image, label
 
-    if crop or flip:
-        # One random int64 per element from `cfg.seed`, new every epoch: stateless crops and
-        # flips are then reproducible, whatever order the parallel map runs them in.
+    if crop or flip or randaugment is not None:
+        # One random int64 per element from `cfg.seed`, new every epoch: stateless crops,
+        # flips and RandAugment are then reproducible, whatever order the parallel map runs.
         seeds = tf.data.Dataset.random(cfg.seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, seed: (*example, seed))
-    if cache is None or crop or flip:
+    if cache is None or crop or flip or randaugment is not None:
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE,
                     deterministic=cfg.deterministic or not training)
         if cache is None:
@@ -212,7 +214,19 @@ def make_pipeline(
     augmenter = batch_augmenter(augment, cfg.seed)
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    if one_hot_depth:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, one_hot_depth)))
+    if mixer is not None:  # last: the labels are mixed as the pixels are
+        seeds = tf.data.Dataset.random(cfg.seed + 1, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, seed: _mixed(mixer, *batch, seed), num_parallel_calls=AUTOTUNE,
+            deterministic=cfg.deterministic)
     return ds.prefetch(AUTOTUNE).with_options(_options())
+
+
+def _mixed(mixer, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor):
+    images, labels = mixer(images, labels, seed)
+    return _to_uint8(tf.clip_by_value(images, 0, 255)), labels
 
 
 def _with_orientation(

@@ -70,11 +70,14 @@ class LRFinderResult:
 
 def find_lr(
     model: keras.Model, dataset: tf.data.Dataset, start_lr: float = 1e-7, end_lr: float = 1.0,
-    steps: int = 100, smoothing: float = 0.9,
+    steps: int = 100, smoothing: float = 0.9, loss: keras.losses.Loss | None = None,
 ) -> LRFinderResult:
     """LR range test on a *copy* of `model` (same weights and trainable flags; the model is not
     changed): the LR grows exponentially from `start_lr` to `end_lr` over `steps` batches and
-    the loss is recorded. Suggestion: a tenth of the LR with the lowest smoothed loss."""
+    the loss is recorded. Suggestion: a tenth of the LR with the lowest smoothed loss. `loss`:
+    the one training uses (`recipe.make_loss`: one-hot labels need categorical cross-entropy);
+    None is sparse cross-entropy on integer labels. Plain Adam either way: weight decay and
+    averaging barely act over a few batches."""
     check_learning_rate(start_lr, "start_lr")
     check_learning_rate(end_lr, "end_lr")
     if not start_lr < end_lr or steps < 10:
@@ -84,7 +87,7 @@ def find_lr(
     for source, copy in zip(model._flatten_layers(), clone._flatten_layers()):
         copy.trainable = source.trainable
     clone.compile(optimizer=keras.optimizers.Adam(learning_rate=start_lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy())
+                  loss=loss or keras.losses.SparseCategoricalCrossentropy())
     clone.optimizer.build(clone.trainable_variables)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     rows, best, avg = [], math.inf, 0.0

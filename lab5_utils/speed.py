@@ -32,17 +32,19 @@ class StepTiming:
 
 
 def time_train_step(model: Any, batches: Any, batch_size: int, steps: int, jit_compile: bool,
-                    steps_per_execution: int, learning_rate: float = 1e-4) -> StepTiming:
-    """Compile `model` (Adam, the lab's loss and metrics) with the given settings and time one
-    epoch of `steps` batches of `batches` (repeated) after an untimed tracing epoch. The
-    weights are put back afterwards: the probe trains nothing that stays."""
+                    steps_per_execution: int, learning_rate: float = 1e-4,
+                    cfg: LabConfig | None = None) -> StepTiming:
+    """Compile `model` (the recipe of `cfg`: optimizer, loss and metrics; None: Adam on integer
+    labels) with the given settings and time one epoch of `steps` batches of `batches`
+    (repeated) after an untimed tracing epoch. The weights are put back afterwards: the probe
+    trains nothing that stays."""
     import keras
 
     from lab5_utils.model import compile_model
 
     weights = model.get_weights()
     compile_model(model, learning_rate, jit_compile=jit_compile,
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=steps_per_execution, cfg=cfg)
     seconds: list[float] = []
 
     class _Clock(keras.callbacks.Callback):
@@ -109,7 +111,7 @@ def choose_speed(cfg: LabConfig, model: Any, train_ds: Any, num_train: int) -> d
     else:
         sample = train_ds.take(PROBE_BATCHES).cache()
         jit, record = choose_jit(lambda on: time_train_step(
-            model, sample, cfg.batch_size, PROBE_STEPS, on, spe))
+            model, sample, cfg.batch_size, PROBE_STEPS, on, spe, cfg=cfg))
         probe |= record
         print(jit_message(record), flush=True)
     drop = jit and num_train >= cfg.batch_size

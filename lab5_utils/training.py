@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import distribute, evaluate, rundir, speed
+from lab5_utils import distribute, evaluate, recipe, rundir, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate
@@ -60,6 +60,7 @@ def stage_config(cfg: LabConfig, stage: str, learning_rate: float | None) -> Lab
     """The config a stage runs with: the requested LR written into the stage's LR field."""
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r} is not valid: expected one of {', '.join(STAGES)}.")
+    cfg.validate()  # a field changed in place since the config was made
     if learning_rate is None:
         return cfg
     field = "learning_rate" if stage == "transfer" else "finetune_learning_rate"
@@ -112,7 +113,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
     steps = speed_choice["steps_per_epoch"]
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
     mdl.compile_model(model, schedule, jit_compile=speed_choice["jit_compile"],
-                      steps_per_execution=speed_choice["steps_per_execution"])
+                      steps_per_execution=speed_choice["steps_per_execution"], cfg=cfg)
     done = rundir.truncate_to_backup(run_dir, first_epoch, epochs)
     trained = done["finished"] == first_epoch + epochs  # killed after training, before the end
     if trained:
@@ -124,6 +125,9 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False),
+        # EMA: the averaged weights are swapped in for validation and for what follows it
+        # (best.keras, the backup); `recipe.SwapEMAWeights` undoes that on resume
+        *recipe.ema_callbacks(cfg, run_dir / "backup"),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / rundir.BEST_PARTIAL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=done["best"],
@@ -154,7 +158,8 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         )
     wall = time.time() - start
     with naming_undecodable_files(cfg):
-        test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names, trained)
+        test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names,
+                                  trained or cfg.ema, cfg)
     metrics = _metrics(cfg, stage, lr, model, history, timer, wall,
                        transfer_dir if stage == "finetune" else None, memory, info, test, chosen)
     metrics |= speed.speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
@@ -193,7 +198,8 @@ def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResul
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
     train_ds, _, _, info = load_splits(cfg)  # the range test sees training images only
     with chosen.scope(), naming_undecodable_files(cfg):
-        return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps)
+        return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps,
+                       loss=recipe.make_loss(cfg))
 
 
 def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -> keras.Model:
@@ -235,14 +241,18 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, test_ds,
-                       class_names: list[str], reload: bool = False) -> evaluate.Evaluation:
-    """The selected model (best val_accuracy, as in best.keras) measured on the test split; its
-    per-image predictions are saved. The model is `best.keras` already when the best epoch was
-    the last one trained (unless `reload`); otherwise its weights are loaded from there."""
+                       class_names: list[str], reload: bool, cfg: LabConfig) -> evaluate.Evaluation:
+    """The selected model (best val_accuracy, as in best.keras) measured on the test split as
+    the recipe says (`tta`, `test_image_size`); its per-image predictions are saved. The model
+    is `best.keras` already when the best epoch was the last one trained (unless `reload`, as
+    with EMA: best.keras holds the averaged weights that were validated); otherwise its
+    weights are loaded from there."""
     best_epoch = int(history.loc[history["val_accuracy"].idxmax(), "epoch"])
     if reload or best_epoch != int(history["epoch"].max()):
         model.load_weights(str(run_dir / "best.keras"))
-    predictions = evaluate.collect_predictions(model, test_ds, keep_images=0)
+    tested = recipe.test_time_model(
+        mdl.with_input_size(model, cfg, recipe.test_image_size(cfg)), cfg)
+    predictions = evaluate.collect_predictions(tested, test_ds, keep_images=0)
     evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
     return evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
 
@@ -252,7 +262,8 @@ def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:
     return {"stage": stage, "learning_rate": lr, "unfreeze": "none" if stage == "transfer"
             else cfg.unfreeze, "schedule": cfg.schedule, "weights": str(cfg.weights),
             "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-            "epochs": cfg.transfer_epochs if stage == "transfer" else cfg.finetune_epochs}
+            "epochs": cfg.transfer_epochs if stage == "transfer" else cfg.finetune_epochs,
+            **recipe.hparams(cfg)}
 
 
 def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history: pd.DataFrame,
@@ -278,6 +289,8 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
         "wall_time_s": wall, "training_memory_mb": memory.mb, "memory_kind": memory.kind,
         "optimizer_state_mb": optimizer_state_mb(params["trainable"]),
+        "ema_state_mb": params["trainable"] * 4 / 2**20 if cfg.ema else 0.0,  # float32 averages
+        "recipe": recipe.recipe_dict(cfg),
         "steps_per_epoch": timer.steps[-1] if timer.steps else None,
         "device": mdl.device_summary(cfg), "distribution": distribute.strategy_name(chosen),
         "replicas": distribute.replicas(chosen), "weights": cfg.weights, "unfreeze": cfg.unfreeze,

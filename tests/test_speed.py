@@ -59,7 +59,7 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
 
     calls = []
 
-    def stand_in(model, batches, batch_size, steps, jit_compile, steps_per_execution):
+    def stand_in(model, batches, batch_size, steps, jit_compile, steps_per_execution, cfg=None):
         frozen = len(model.trainable_weights) == 2  # only the head's kernel and bias
         in_memory = int(batches.cardinality()) == 1
         calls.append((frozen, jit_compile, in_memory))
@@ -112,7 +112,7 @@ def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_pat
 
     probed = []
 
-    def stand_in(model, batches, batch_size, steps, jit_compile, steps_per_execution):
+    def stand_in(model, batches, batch_size, steps, jit_compile, steps_per_execution, cfg=None):
         probed.append((jit_compile, steps_per_execution))
         return StepTiming(jit_compile, steps_per_execution,
                           200.0 if jit_compile == faster else 100.0, 1.0, steps)
