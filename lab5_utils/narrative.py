@@ -217,9 +217,10 @@ def memory_text(stages: dict[str, dict[str, float]] | None) -> str:
     extra_state = f["optimizer_state_mb"] - t["optimizer_state_mb"]
     measured = f["training_memory_mb"] - t["training_memory_mb"]
     text = (f"Fine-tuning trains {f['trainable_params']:,.0f} parameters against transfer "
-            f"learning's {t['trainable_params']:,.0f}; gradients and Adam's two moment estimates "
-            f"(12 bytes per trained float32 weight) take {f['optimizer_state_mb']:.2f} MB against "
-            f"{t['optimizer_state_mb']:.2f} MB ({extra_state:+.2f} MB, exact). The training "
+            f"learning's {t['trainable_params']:,.0f}; gradients and the optimizer's two moment "
+            f"estimates (Adam or AdamW: 12 bytes per trained float32 weight) take "
+            f"{f['optimizer_state_mb']:.2f} MB against {t['optimizer_state_mb']:.2f} MB "
+            f"({extra_state:+.2f} MB, exact)" + _ema_text(f) + ". The training "
             f"itself was measured at {f['training_memory_mb']:.0f} MB for fine-tuning and "
             f"{t['training_memory_mb']:.0f} MB for transfer learning ({measured:+.0f} MB). ")
     if extra_params <= 0:
@@ -234,6 +235,12 @@ def memory_text(stages: dict[str, dict[str, float]] | None) -> str:
     return text + ("The measurement shows no increase although the optimizer state grows: it "
                    "does not resolve the difference on this device, so only the exact figure "
                    "supports the claim that fine-tuning needs more memory.")
+
+
+def _ema_text(stage: dict[str, float]) -> str:
+    ema = stage.get("ema_state_mb") or 0.0
+    return (f"; the EMA's averaged copy of those weights adds {ema:.2f} MB (4 bytes a weight)"
+            if ema > 0 else "")
 
 
 def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import pandas as pd
 
-from lab5_utils.config import MIXING, LabConfig
+from lab5_utils.config import MIXING, LabConfig, lr_label
 
 BACKUP_WEIGHTS = "latest.weights.h5"  # what BackupAndRestore restores from its folder
 
@@ -166,7 +166,7 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
         decayed = f"weight_decay={cfg.weight_decay:g}; not decayed: {spared}"
     mixing = [f"{a} (alpha {r[a + '_alpha']:g})" for a in MIXING if a in cfg.augmentations]
     rows = [
-        ("learning rate", f"{lr:g}, {cfg.schedule} schedule, {epochs} epoch(s)",
+        ("learning rate", f"{lr_label(lr)}, {cfg.schedule} schedule, {epochs} epoch(s)",
          "the step size; the schedule lowers it over the stage"),
         ("what trains", "the head (the base is frozen)" if transfer else
          f"unfreeze={cfg.unfreeze} (BatchNorm stays frozen)", "the weights the optimizer moves"),
@@ -184,7 +184,7 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
          "images are never augmented"),
         ("mixing images", "; ".join(mixing) or "off", "each training image is blended with "
          "(mixup) or pasted into (cutmix) another image of its batch, labels mixed alike; "
-         "with both on, each batch gets one of the two" if mixing else "-"),
+         "with both on, each batch gets one of the two" if mixing else "–"),
         ("test time", f"{'flip TTA' if cfg.tta == 'flip' else 'one pass'} at "
          f"{r['test_image_size']} px (training: {cfg.image_size} px)",
          "the test split only: validation (which chooses the epoch) is one pass at "

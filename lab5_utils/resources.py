@@ -20,7 +20,7 @@ BYTES_PER_TRAINED_WEIGHT = 3 * 4
 MB = 2**20
 
 RESOURCE_COLUMNS = [
-    "run", "stage", "learning_rate", "trainable_params", "optimizer_state_mb",
+    "run", "stage", "learning_rate", "trainable_params", "optimizer_state_mb", "ema_state_mb",
     "training_memory_mb", "memory_kind", "seconds_per_epoch", "train_images_per_s",
     "jit_compile", "steps_per_execution", "distribution", "replicas",
 ]  # fmt: skip
@@ -104,19 +104,20 @@ def resource_table(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 def stage_means(table: pd.DataFrame) -> dict[str, dict[str, float]] | None:
-    """Mean trainable parameters, optimizer state and measured training memory of the transfer
-    and the finetune runs; None when a stage is missing or the two were measured differently."""
+    """Mean trainable parameters, optimizer state, EMA copy and measured training memory of the
+    transfer and the finetune runs; None when a stage is missing or the two were measured
+    differently."""
     needed = {"stage", "trainable_params", "optimizer_state_mb", "training_memory_mb", "memory_kind"}
     if table.empty or not needed <= set(table.columns):
         return None
-    numbers = table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in
-                              ("trainable_params", "optimizer_state_mb", "training_memory_mb")})
+    columns = [c for c in ("trainable_params", "optimizer_state_mb", "ema_state_mb",
+                           "training_memory_mb") if c in table.columns]
+    numbers = table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in columns})
     stages = {}
     for stage in ("transfer", "finetune"):
         rows = numbers[(numbers["stage"] == stage) & numbers["training_memory_mb"].notna()]
         if rows.empty:
             return None
-        stages[stage] = {c: float(rows[c].mean()) for c in
-                         ("trainable_params", "optimizer_state_mb", "training_memory_mb")}
+        stages[stage] = {c: float(rows[c].fillna(0).mean()) for c in columns}
     kinds = numbers.loc[numbers["stage"].isin(list(stages)), "memory_kind"].dropna().unique()
     return stages if len(kinds) == 1 else None

@@ -88,6 +88,7 @@ def resources_view(table: pd.DataFrame) -> pd.DataFrame:
         "run": ("run", "{}"), "stage": ("stage", "{}"), "learning_rate": ("learning rate", lr_text),
         "trainable_params": ("trainable parameters", lambda v: f"{int(v):,}"),
         "optimizer_state_mb": ("optimizer state (MB)", "{:.1f}"),
+        "ema_state_mb": ("EMA copy (MB)", "{:.1f}"),
         "training_memory_mb": ("training memory (MB)", "{:.0f}"),
         "memory_kind": ("memory measured", "{}"),
         "seconds_per_epoch": ("seconds per epoch", "{:.1f}"),

@@ -382,30 +382,31 @@ def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_o
 
 @pytest.mark.slow
 def test_a_sweep_of_a_setting_renders_with_its_comparison_and_verdict(sweep):
-    """A second sweep in the same folder: one fine-tuning run per value of `dropout` at one
-    learning rate, from the same transfer run (slow: two notebooks train)."""
+    """A second sweep in the same folder: one fine-tuning run per value of `label_smoothing` at
+    one learning rate, from the same transfer run (slow: two notebooks train)."""
     result, cfg, figures = sweep
     transfer = Path(cfg.run_root) / "transfer"
     before = {p: p.stat().st_mtime_ns for p in transfer.rglob("*") if p.is_file()}
     again = run_report("demo", ["1e-3"], TINY, out=result.out, jobs=2, figures_dir=figures,
-                       sweep="dropout=0.2,0.5")
+                       sweep="label_smoothing=0,0.1")
     assert again.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in transfer.rglob("*") if p.is_file()} == before
     names = [r.name for r in again.runs]
-    assert names[2:4] == ["03_fine_tuning_lr=1e-03_dropout=0.2", "03_fine_tuning_lr=1e-03_dropout=0.5"]
-    for value in ("0.2", "0.5"):
-        saved = json.loads((Path(cfg.run_root) / f"finetune_lr=1e-03_dropout={value}"
+    assert names[2:4] == ["03_fine_tuning_lr=1e-03_label_smoothing=0",
+                          "03_fine_tuning_lr=1e-03_label_smoothing=0.1"]
+    for value in ("0", "0.1"):
+        saved = json.loads((Path(cfg.run_root) / f"finetune_lr=1e-03_label_smoothing={value}"
                             / "config.json").read_text())
-        assert saved["dropout"] == float(value) and saved["finetune_learning_rate"] == 1e-3
+        assert saved["label_smoothing"] == float(value) and saved["finetune_learning_rate"] == 1e-3
     rows = pd.read_csv(again.out / "results.csv")
-    assert list(rows["setting"]) == ["transfer learning", "dropout=0.2", "dropout=0.5"]
+    assert list(rows["setting"]) == ["transfer learning", "label_smoothing=0", "label_smoothing=0.1"]
     html = again.html.read_text()
     text = re.sub(r"<[^>]+>", "", html)
-    assert "vs first value" in html and "Fine-tuning at dropout=0.2 (lr=1e-03)" in text
+    assert "vs first value" in html and "Fine-tuning at label_smoothing=0 (lr=1e-03)" in text
     best = rows.iloc[1:].loc[rows.iloc[1:]["val accuracy (%)"].idxmax()]
     assert f"Validation chose fine-tuning at {best['setting']} (lr=1e-03)." in text
-    assert "Against the first value, dropout=0.2, on the same test images" in text
+    assert "Against the first value, label_smoothing=0, on the same test images" in text
     p = rows.iloc[2]["McNemar p vs first"]
     assert f"({p_equals(p)}, {rows.iloc[2]['vs first']})" in text
     assert (rows.iloc[2]["vs first"] == "within noise") == (p >= 0.05)
-    assert (figures / "val_accuracy_by_dropout.png").is_file()
+    assert (figures / "val_accuracy_by_label_smoothing.png").is_file()

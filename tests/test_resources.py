@@ -85,3 +85,10 @@ def test_training_memory_measures_what_the_block_allocates():
     del block
     assert quiet.kind == busy.kind == "RSS peak during training"
     assert quiet.mb < 16 and busy.mb == pytest.approx(64, abs=16)
+
+
+def test_the_memory_text_counts_the_ema_copy_only_when_there_is_one():
+    stages = _stages(100.0, 300.0)
+    assert "EMA" not in memory_text(stages)
+    stages["finetune"]["ema_state_mb"] = 5.6
+    assert "the EMA's averaged copy of those weights adds 5.60 MB" in memory_text(stages)

@@ -130,7 +130,7 @@ def test_per_class_tables_list_few_classes_once_and_many_as_best_and_worst(class
 def test_resources_and_runs_tables_have_words_and_units():
     from lab5_utils.resources import RESOURCE_COLUMNS
 
-    usage = pd.DataFrame([["transfer", "transfer", 1e-2, 12810, 0.146612, 217.3333, "cpu_rss",
+    usage = pd.DataFrame([["transfer", "transfer", 1e-2, 12810, 0.146612, 0.0, 217.3333, "cpu_rss",
                            1.23456, 80.0, False, 1, "default", 1]], columns=RESOURCE_COLUMNS)
     shown = tables.resources_view(usage)
     assert "optimizer state (MB)" in shown.columns and shown["learning rate"].iloc[0] == "1e-02"
@@ -142,3 +142,13 @@ def test_resources_and_runs_tables_have_words_and_units():
     shown = tables.runs_view(runs)
     assert list(shown.iloc[0]) == ["a", "3", "55.31", "2", "–", "–", "–"]
     assert table_problems(shown.to_html(index=False)) == []
+
+
+@pytest.mark.parametrize("preset", ["demo", "quick"])
+def test_the_recipe_table_reads_as_words(preset):
+    from lab5_utils.config import LabConfig
+    from lab5_utils.recipe import recipe_table
+
+    table = recipe_table(LabConfig.preset(preset), "finetune")
+    assert table_problems(table.to_html(index=False)) == []
+    assert "0.0001" not in table.to_string() and "-" not in set(table.stack())
