@@ -110,6 +110,10 @@ class LabConfig:
                 _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")
         if self.weights is not None and not isinstance(self.weights, str):
             _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
+        if self.jit_compile == "true" and self.deterministic:  # Keras drops XLA under determinism
+            _fail("jit_compile", self.jit_compile, "'false' or 'auto' while deterministic=true "
+                  "(Keras trains without XLA when op determinism is on); set deterministic=false "
+                  "to use XLA")
 
     # --- construction -----------------------------------------------------------------
     @classmethod
