@@ -23,6 +23,24 @@ JIT_COMPILE = ("auto", "true", "false")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "tpu", "multiworker")
 PRESETS = ("demo", "quick", "full")
 
+# Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
+# learns or measures are not compared: where runs live, whether a damaged file stops the run,
+# how fast the step runs (XLA, steps per call), which devices compute it (the batch is global),
+# how often progress is printed, and the validation cache (it holds the very pixels an uncached
+# validation pass computes; tests/test_old_runs.py checks it).
+RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
+                         "distribution", "progress_seconds", "cache_validation")
+# A new field's default reproduces what runs did before it existed, except these: a config.json
+# without one of them was made with the value given here.
+LEGACY_VALUES: dict[str, Any] = {
+    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
+    "strict_data": True,  # before damaged files were skipped, one stopped the run
+    "distribution": "none",  # before tf.distribute, one device
+}
+# Fields no value of which reproduces a run made before them (why, for the message).
+NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
+                   "synthetic_test_per_class": "the run predates the test split"}
+
 
 @dataclass
 class LabConfig:
@@ -153,7 +171,10 @@ class LabConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """The fields and `lab5_version`, the version that wrote them (`from_json` skips it)."""
+        from lab5_utils import __version__
+
+        return json.dumps({**self.to_dict(), "lab5_version": __version__}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> LabConfig:
