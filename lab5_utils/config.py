@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab5_utils.files import project_root
+from lab5_utils.presets import PRESET_VALUES
 
 DATASETS = ("food101", "synthetic", "folder:PATH")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
@@ -25,6 +26,24 @@ MIXED_PRECISION = ("auto", "on", "off")
 JIT_COMPILE = ("auto", "true", "false")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "tpu", "multiworker")
 PRESETS = ("demo", "quick", "full")
+
+# Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
+# learns or measures are not compared: where runs live, whether a damaged file stops the run,
+# how fast the step runs (XLA, steps per call), which devices compute it (the batch is global),
+# how often progress is printed, and the validation cache (it holds the very pixels an uncached
+# validation pass computes; tests/test_old_runs.py checks it).
+RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
+                         "distribution", "progress_seconds", "cache_validation")
+# A new field's default reproduces what runs did before it existed, except these: a config.json
+# without one of them was made with the value given here.
+LEGACY_VALUES: dict[str, Any] = {
+    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
+    "strict_data": True,  # before damaged files were skipped, one stopped the run
+    "distribution": "none",  # before tf.distribute, one device
+}
+# Fields no value of which reproduces a run made before them (why, for the message).
+NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
+                   "synthetic_test_per_class": "the run predates the test split"}
 
 
 @dataclass
@@ -131,6 +150,10 @@ class LabConfig:
                 _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")
         if self.weights is not None and not isinstance(self.weights, str):
             _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
+        if self.jit_compile == "true" and self.deterministic:  # Keras drops XLA under determinism
+            _fail("jit_compile", self.jit_compile, "'false' or 'auto' while deterministic=true "
+                  "(Keras trains without XLA when op determinism is on); set deterministic=false "
+                  "to use XLA")
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:
@@ -168,9 +191,9 @@ class LabConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LabConfig:
         """A named preset (`demo`, `quick`, `full`) with keyword overrides."""
-        if name not in _PRESET_VALUES:
+        if name not in PRESET_VALUES:
             _fail("preset", name, f"one of {', '.join(PRESETS)}")
-        values = {**_PRESET_VALUES[name], "preset_name": name}
+        values = {**PRESET_VALUES[name], "preset_name": name}
         unknown = [k for k in overrides if k not in _field_names()]
         if unknown:
             raise ValueError(_unknown_key_message(unknown[0]))
@@ -202,7 +225,10 @@ class LabConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """The fields and `lab5_version`, the version that wrote them (`from_json` skips it)."""
+        from lab5_utils import __version__
+
+        return json.dumps({**self.to_dict(), "lab5_version": __version__}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> LabConfig:
@@ -226,35 +252,6 @@ class LabConfig:
     @property
     def is_folder(self) -> bool:
         return self.dataset.startswith("folder:")
-
-
-# quick and full: the fine-tuning recipe of README "The fine-tuning recipe" (mixup and cutmix
-# stay off: short schedules). EMA's momentum is set per preset: its horizon, 1/(1-momentum)
-# steps, is about one epoch (quick ~119 steps an epoch, full ~1,125).
-_RECIPE: dict[str, Any] = dict(
-    augmentations=["flip", "crop", "randaugment"], randaugment_ops=2, randaugment_factor=0.2,
-    label_smoothing=0.1, optimizer="adamw", weight_decay=0.05, ema=True, tta="flip",
-    test_image_size=256)
-
-_PRESET_VALUES: dict[str, dict[str, Any]] = {
-    "demo": dict(dataset="synthetic", weights="calibrated", image_size=96, batch_size=32,
-                 transfer_epochs=4, finetune_epochs=2, learning_rate=1e-2,
-                 finetune_learning_rate=1e-4, schedule="cosine", augmentations=["flip", "crop"],
-                 unfreeze="top:20",
-                 num_classes=10, synthetic_train_per_class=30, synthetic_val_per_class=10,
-                 synthetic_test_per_class=20,
-                 calibration_images=128, cache_validation="auto", run_root="runs/demo"),
-    "quick": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
-                  transfer_epochs=5, finetune_epochs=5, learning_rate=1e-3,
-                  finetune_learning_rate=1e-5, train_fraction=0.1, cache_validation="auto",
-                  validation_split=0.05, jit_compile="auto", steps_per_execution="auto",
-                  run_root="runs/quick", **_RECIPE, ema_momentum=0.99),
-    "full": dict(dataset="food101", weights="imagenet", image_size=224, batch_size=64,
-                 transfer_epochs=10, finetune_epochs=10, learning_rate=1e-3,
-                 finetune_learning_rate=1e-5, validation_split=0.05, jit_compile="auto",
-                 steps_per_execution="auto", run_root="runs/full", **_RECIPE,
-                 ema_momentum=0.999),
-}
 
 
 # --- helpers shared with the CLI and notebooks ---------------------------------------------

@@ -179,7 +179,9 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     import tensorflow as tf
 
     from lab5_utils import model as mdl
+    from lab5_utils.seeding import seed_run
 
+    seed_run(cfg)  # op determinism as the run will have it: on a GPU it changes the speed
     classes = num_classes or split_sizes(cfg)[2]
     size, batch = cfg.image_size, cfg.batch_size
     rng = np.random.default_rng(cfg.seed)
@@ -190,7 +192,9 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     for stage in stages:
         net = mdl.build_model(cfg.replace(weights=None), classes)
         net = mdl.freeze_base(net) if stage == "transfer" else mdl.unfreeze(net, cfg.unfreeze)
-        mdl.compile_model(net, 1e-6, jit_compile=cfg.jit_compile)
+        # a bool for true/false (the string 'false' would switch XLA on); 'auto': Keras decides
+        mdl.compile_model(net, 1e-6, jit_compile={"true": True, "false": False}.get(
+            cfg.jit_compile, "auto"))
         clock = _step_clock("train")
         net.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
         trace[stage], train[stage] = clock.first, clock.per_step

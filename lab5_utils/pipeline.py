@@ -62,17 +62,22 @@ def decode(
 
 def orient(image: tf.Tensor, orientation: tf.Tensor | int) -> tf.Tensor:
     """An image as stored -> as shown, for EXIF orientation 1-8 (other values: as stored).
-    E.g. 6 (a phone held upright, stored sideways) turns it 90 degrees clockwise."""
+    E.g. 6 (a phone held upright, stored sideways) turns it 90 degrees clockwise. Plain reverses
+    and transposes: `tf.image`'s flips and turns add shape assertions, stateful ops that make
+    tf.data run the whole pipeline serially under op determinism (`seeding`)."""
+    def swap(x):
+        return tf.transpose(x, [1, 0, 2])
+
     cases = [
         lambda: image,  # 0, or a value outside 1-8
         lambda: image,  # 1: stored upright
-        lambda: tf.image.flip_left_right(image),  # 2: mirrored
-        lambda: tf.image.rot90(image, 2),  # 3: upside down
-        lambda: tf.image.flip_up_down(image),  # 4: mirrored upside down
-        lambda: tf.image.transpose(image),  # 5: mirrored along the main diagonal
-        lambda: tf.image.rot90(image, 3),  # 6: rot90 turns counter-clockwise: 3 x = clockwise
-        lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: along the other diagonal
-        lambda: tf.image.rot90(image, 1),  # 8: counter-clockwise
+        lambda: tf.reverse(image, [1]),  # 2: mirrored
+        lambda: tf.reverse(image, [0, 1]),  # 3: upside down
+        lambda: tf.reverse(image, [0]),  # 4: mirrored upside down
+        lambda: swap(image),  # 5: mirrored along the main diagonal
+        lambda: tf.reverse(swap(image), [1]),  # 6: a quarter turn clockwise
+        lambda: tf.reverse(swap(image), [0, 1]),  # 7: along the other diagonal
+        lambda: tf.reverse(swap(image), [0]),  # 8: a quarter turn counter-clockwise
     ]
     index = tf.cast(orientation, tf.int32)
     index = tf.where((index >= 1) & (index <= 8), index, 0)
@@ -221,7 +226,8 @@ def make_pipeline(
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda batch, seed: _mixed(mixer, *batch, seed), num_parallel_calls=AUTOTUNE,
             deterministic=cfg.deterministic)
-    return ds.prefetch(AUTOTUNE).with_options(_options())
+    # deterministic=False: training batches may come in the order they are ready
+    return ds.prefetch(AUTOTUNE).with_options(_options(cfg.deterministic or not training))
 
 
 def _mixed(mixer, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor):
@@ -243,8 +249,9 @@ def _skip_undecodable(ds: tf.data.Dataset, cfg: LabConfig) -> tf.data.Dataset:
     return ds
 
 
-def _options() -> tf.data.Options:
+def _options(deterministic: bool = True) -> tf.data.Options:
     options = tf.data.Options()
+    options.deterministic = deterministic  # every map's order (op determinism forces it on)
     # Per-image ops are small: each runs on one thread; the parallel map is the parallelism.
     options.threading.max_intra_op_parallelism = 1
     # Fuse consecutive maps (e.g. a source's `read_file` and `prepare`): fewer thread hand-offs

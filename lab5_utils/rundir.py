@@ -7,14 +7,22 @@ kill it cuts the logs back to the epochs the backup holds, so each epoch is logg
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import keras
 
 from lab5_utils import history as hist
-from lab5_utils.config import LabConfig
+from lab5_utils.config import (
+    LEGACY_VALUES,
+    NO_LEGACY_VALUE,
+    RESULT_NEUTRAL_FIELDS,
+    LabConfig,
+)
 from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
 
 
@@ -29,23 +37,49 @@ def is_finished(run_dir: str | Path) -> bool:
 
 
 def check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
-    """A run made with other settings is never reused or resumed silently. `run_root` is
-    ignored: the same run reached through a relative or an absolute path is the same run."""
+    """A run made with other settings is never reused or resumed silently; one written by an
+    earlier version is, when every setting that changes its results is equal (`differences`)."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
-    # None changes what a run learns: where runs live, whether damaged files stop it, how fast
-    # the step runs, and which devices compute it (a run may resume on another machine: the
-    # batch is global)
-    changed = LabConfig.from_json(config_path).diff(cfg, ignore=(
-        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution"))
+    recorded = read_json(config_path)
+    changed = differences(recorded, cfg)
     if changed:
-        fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
+        writer = recorded.get("lab5_version")
+        written = f"lab5 {writer}" if writer else "a lab5 version from before lab5_version"
         raise RunError(
-            f"{run_dir} holds a {state} run made with a different configuration ({fields}). "
-            "Re-run with the same settings to use it, use --force (force=True) to train it "
-            "again, or choose another run directory."
+            f"{run_dir} holds a {state} run made with a different configuration "
+            f"({'; '.join(changed)}; its config.json was written by {written}). Re-run with the "
+            "same settings to use it, use --force (force=True) to train it again, or choose "
+            "another run directory (lab5 report --out DIR, lab5 train --run-dir DIR)."
         )
+
+
+def differences(recorded: dict[str, Any], cfg: LabConfig) -> list[str]:
+    """Each setting that changes results and differs between a run's config.json (as any
+    version wrote it) and `cfg`, as "name: <the run's> in the run, <now's> now". A field the
+    file lacks counts at `config.LEGACY_VALUES` or else its default (the value that does what
+    runs did before the field existed); `config.RESULT_NEUTRAL_FIELDS` are not compared."""
+    now = json.loads(json.dumps(cfg.to_dict()))  # JSON's types on both sides (tuples: lists)
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(LabConfig)}
+    changed = []
+    for name, value in now.items():
+        if name in RESULT_NEUTRAL_FIELDS:
+            continue
+        if name in recorded:
+            if recorded[name] != value:
+                changed.append(f"{name}: {recorded[name]!r} in the run, {value!r} now")
+        elif name in NO_LEGACY_VALUE:
+            changed.append(f"{name}: missing in the run ({NO_LEGACY_VALUE[name]}: no value "
+                           f"reproduces it), {value!r} now")
+        else:
+            legacy = LEGACY_VALUES.get(name, defaults[name])
+            if legacy != value:
+                changed.append(f"{name}: {legacy!r} in the run (a field added later: its "
+                               f"config.json has none, and runs before it behaved as "
+                               f"{name}={legacy!r} does), {value!r} now")
+    return changed
 
 
 def prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:

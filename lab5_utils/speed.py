@@ -108,6 +108,8 @@ def choose_speed(cfg: LabConfig, model: Any, train_ds: Any, num_train: int) -> d
         jit = cfg.jit_compile == "true"
     elif not accelerator:
         jit, probe["reason"] = False, "no GPU or TPU: XLA stays off on a CPU"
+    elif cfg.deterministic:  # Keras itself turns XLA off under op determinism (keras#20315)
+        jit, probe["reason"] = False, "deterministic=true: Keras trains without XLA"
     else:
         sample = train_ds.take(PROBE_BATCHES).cache()
         jit, record = choose_jit(lambda on: time_train_step(

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import distribute, evaluate, recipe, rundir, speed
+from lab5_utils import distribute, evaluate, recipe, rundir, seeding, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate
@@ -83,6 +83,7 @@ def run_stage(
         rundir.check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
+    seeding.seed_run(cfg)  # before any model or dataset exists: the same run in every process
     # The strategy first: it may split devices, which must precede TensorFlow's first use of
     # them, and a refused distribution or a batch that does not split stops before any work.
     chosen = distribute.strategy(cfg)
@@ -194,6 +195,7 @@ def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
 
 def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
     """`schedules.find_lr` on the model the stage would start from (nothing is saved)."""
+    seeding.seed_run(cfg)
     chosen = distribute.strategy(cfg)
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
     train_ds, _, _, info = load_splits(cfg)  # the range test sees training images only

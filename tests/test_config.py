@@ -56,7 +56,7 @@ def test_json_round_trip(tmp_path):
 def test_settings_are_parsed_by_field_type():
     cfg = LabConfig.preset("demo").with_settings(
         ["batch_size=8", "learning_rate=3e-4", "augmentations=flip,contrast", "weights=none",
-         "jit_compile=true"]
+         "jit_compile=true", "deterministic=false"]
     )
     assert cfg.batch_size == 8 and cfg.learning_rate == 3e-4 and cfg.weights is None
     assert cfg.augmentations == ["flip", "contrast"] and cfg.jit_compile == "true"
@@ -65,8 +65,11 @@ def test_settings_are_parsed_by_field_type():
 def test_jit_compile_and_steps_per_execution_settings():
     assert LabConfig.preset("full").jit_compile == "auto"
     assert LabConfig.preset("demo").jit_compile == "false"
-    cfg = LabConfig.preset("demo").with_settings(["steps_per_execution=4", "jit_compile=True"])
+    cfg = LabConfig.preset("demo").with_settings(["steps_per_execution=4", "jit_compile=True",
+                                                  "deterministic=false"])
     assert cfg.steps_per_execution == 4 and cfg.jit_compile == "true"
+    with pytest.raises(ValueError, match="jit_compile='true' is not valid: .*deterministic=false"):
+        LabConfig.preset("demo").with_settings(["jit_compile=true"])  # Keras would drop XLA
     assert LabConfig.preset("quick").steps_per_execution == "auto"
     old = json.loads(LabConfig.preset("demo").to_json()) | {"jit_compile": False}  # before "auto"
     assert LabConfig.from_json(json.dumps(old)).jit_compile == "false"

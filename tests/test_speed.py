@@ -92,6 +92,7 @@ def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=2, jit_compile="true",
+                      deterministic=False,  # Keras trains without XLA under op determinism
                       unfreeze="top:2", synthetic_train_per_class=7)  # 35 images: 2 whole batches
     for stage, epochs in (("transfer", [1, 2]), ("finetune", [3])):
         result = run_stage(cfg, stage, verbose=0)
@@ -120,10 +121,24 @@ def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_pat
     monkeypatch.setattr(speed, "accelerator_present", lambda: True)
     monkeypatch.setattr(speed, "time_train_step", stand_in)
     cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=1, jit_compile="auto",
-                      steps_per_execution="auto")
+                      steps_per_execution="auto", deterministic=False)
     m = run_stage(cfg, "transfer", verbose=0).metrics
     steps = -(-cfg.num_classes * cfg.synthetic_train_per_class // cfg.batch_size)
     assert probed == [(False, steps), (True, steps)]  # auto: an epoch's steps per call, at most 32
     assert m["jit_compile"] is faster and m["steps_per_execution"] == steps
     assert m["jit_probe"]["measured"]["jit_true"]["images_per_s"] == (200.0 if faster else 100.0)
     assert "training uses jit_compile=false" in capsys.readouterr().out
+
+
+def test_jit_auto_is_off_without_a_probe_when_the_run_is_deterministic(tmp_path, monkeypatch):
+    """Keras trains without XLA while op determinism is on, so timing XLA would mislead."""
+    from lab5_utils import speed
+    from tests.conftest import tiny_config
+
+    monkeypatch.setattr(speed, "accelerator_present", lambda: True)
+    monkeypatch.setattr(speed, "time_train_step", lambda *a, **k: pytest.fail("probed"))
+    cfg = tiny_config(tmp_path, jit_compile="auto")
+    choice = speed.choose_speed(cfg, model=None, train_ds=None, num_train=80)
+    assert choice["jit_compile"] is False and not choice["drop_remainder"]
+    assert choice["jit_probe"] == {"setting": "auto",
+                                   "reason": "deterministic=true: Keras trains without XLA"}
