@@ -68,7 +68,7 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
 
     monkeypatch.setattr(speed, "time_train_step", stand_in)
     assert main(["bench", "--train-step", "--step-sizes", "32", "--batch-size", "4",
-                 "--steps", "2", "--images", "16", "--json"]) == 0
+                 "--steps", "2", "--images", "16", "--jit", "both", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert calls == [(True, False, True), (True, True, True), (True, False, False),
                      (False, False, True), (False, True, True), (False, False, False)]
@@ -77,7 +77,10 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
         "frozen_pipeline_fed_vs_in_memory": 0.8, "unfrozen_jit_false": 100.0,
         "unfrozen_jit_true": 50.0, "unfrozen_pipeline_fed": 80.0,
         "unfrozen_pipeline_fed_vs_in_memory": 0.8}
-    assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32]}
+    assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32],
+                                  "pipeline_images": 16, "jit": "both",
+                                  "defaults": "cpu", "defaulted": []}  # every size was given
+    assert result["errors"] == {}
     assert len(result["machine"]["load_average_end"]) == 3
     monkeypatch.setattr(bench_step, "bench_train_step", lambda *a, **k: result)
     assert main(["bench", "--train-step", "--step-sizes", "32"]) == 0
