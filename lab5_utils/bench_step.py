@@ -76,10 +76,10 @@ def bench_train_step(image_sizes: tuple[int, ...] | None = None, batch_size: int
                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """images/s of the real training step (frozen base and fully unfrozen; XLA off, on or both
     as `jit` says) on in-memory batches, and the same step fed by the real input pipeline
-    (generated Food-101-like JPEGs, XLA off), at each image size. `None` sizes take this hardware's defaults
-    (`train_step_settings`). `log` gets one line per measurement as it finishes (default:
-    stderr). A measurement that raises is recorded in `errors` (its figure None) and the others
-    go on."""
+    (generated Food-101-like JPEGs, XLA off), at each image size. `None` settings take this
+    hardware's defaults (`train_step_settings`). `log` gets one line per measurement as it
+    finishes (default: stderr). A measurement that raises is recorded in `errors` (its figure
+    None) and the others go on."""
     import tempfile
     from pathlib import Path
 
