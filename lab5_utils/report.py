@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from lab5_utils import estimate
+from lab5_utils import estimate, progress
 from lab5_utils.analysis import results_table
 from lab5_utils.config import PRESETS, LabConfig, add_settings_arguments, lab_config, lr_label
 from lab5_utils.export import clock, combine_notebooks, export_html, first_line, intro_markdown
@@ -108,6 +108,7 @@ def run_report(
     _check_writable(figures, "figures folder")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
+    os.environ.setdefault(progress.PROGRESS_ENV, "lines")  # kernels: lines in epochs, not a bar
     if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
         _preflight(cfg, lr_list, auto, force, allow_cpu, estimate_steps, settings)
     # drive_dir None: --out and --figures say where everything goes (no Drive mount in a kernel)
@@ -196,6 +197,7 @@ class _Sweep:
         self.start, self.reuse = start, reuse
         self.slots = threading.Semaphore(jobs)
         self.extra: list[NotebookRun] = []
+        self.eta = progress.SweepClock(jobs)  # the fine-tuning runs' durations -> the sweep's ETA
 
     def submit(self, job: NotebookRun, parameters: dict, skip: str = "") -> Future:
         """Execute `job` on its own thread (or skip it, giving `skip` as the reason)."""
@@ -205,6 +207,8 @@ class _Sweep:
             self.progress(f"{job.name}: skipped ({skip})")
             future.set_result(job)
             return future
+        if job.lr is not None:
+            self.eta.queued(job.name)
 
         def work() -> None:
             with self.slots:
@@ -225,6 +229,7 @@ class _Sweep:
         import papermill as pm
 
         target = self.out / "notebooks" / f"{job.name}.ipynb"
+        self.eta.started(job.name)
         if self.reuse and job.source != "04_analysis" and self._unchanged(job, parameters, target):
             job.status, job.reused = "done", True
             self.progress(f"{job.name}: unchanged since the last report, reusing {target.name}")
@@ -253,6 +258,9 @@ class _Sweep:
             job.notebook = target
             job.html = atomic_write_text(self.out / "html" / f"{job.name}.html",
                                          export_html(nb, hide_code=False, title=job.title))
+        eta = self.eta.finished(job.name, counted=job.status == "done" and not job.reused)
+        if eta:
+            self.progress(eta)
         return job
 
     def _fingerprint(self, job: NotebookRun, parameters: dict) -> str:

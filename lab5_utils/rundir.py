@@ -35,10 +35,11 @@ def check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
     if not config_path.is_file():
         return
     # None changes what a run learns: where runs live, whether damaged files stop it, how fast
-    # the step runs, and which devices compute it (a run may resume on another machine: the
-    # batch is global)
+    # the step runs, which devices compute it (a run may resume on another machine: the
+    # batch is global) and how often it prints progress
     changed = LabConfig.from_json(config_path).diff(cfg, ignore=(
-        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution"))
+        "run_root", "strict_data", "jit_compile", "steps_per_execution", "distribution",
+        "progress_seconds"))
     if changed:
         fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changed.items())
         raise RunError(

@@ -211,6 +211,21 @@ def test_every_notebook_runs_top_to_bottom(sweep):
 
 
 @pytest.mark.slow
+def test_the_report_kernels_print_lines_not_a_progress_bar(sweep):
+    """Papermill starts ordinary Jupyter kernels; `LAB5_PROGRESS=lines` tells them that nobody
+    watches a bar (slow: it reads the sweep's executed notebooks)."""
+    import nbformat
+
+    result, _, _ = sweep
+    transfer = next(run for run in result.runs if run.source == "02_transfer_learning")
+    nb = nbformat.read(transfer.notebook, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.output_type == "stream")
+    assert "Epoch 1/1" in text and " - loss: " in text  # Keras' line per epoch (verbose=2)
+    assert "\r" not in text and "\u2501" not in text  # no redrawn bar
+
+
+@pytest.mark.slow
 def test_the_report_holds_every_section_figure_and_run(sweep):
     result, cfg, figures = sweep
     html = result.html.read_text()
