@@ -186,6 +186,7 @@ def _finetune_names():
 
 @pytest.mark.slow
 def test_a_failing_lr_does_not_stop_the_others(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     status = {run.name: run.status for run in result.runs}
     bad = f"03_fine_tuning_lr={training.lr_label(BAD_LR)}"
@@ -198,6 +199,7 @@ def test_a_failing_lr_does_not_stop_the_others(sweep):
 
 @pytest.mark.slow
 def test_every_notebook_runs_top_to_bottom(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     import nbformat
 
@@ -227,6 +229,7 @@ def test_the_report_kernels_print_lines_not_a_progress_bar(sweep):
 
 @pytest.mark.slow
 def test_the_report_holds_every_section_figure_and_run(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, cfg, figures = sweep
     html = result.html.read_text()
     assert result.html == result.out / "lab5_report.html"
@@ -249,6 +252,7 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
 
 @pytest.mark.slow
 def test_the_conclusion_quotes_the_runs_metrics(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     from lab5_utils.evaluate import load_predictions
     from lab5_utils.stats import accuracy_interval, mcnemar_exact
 
@@ -279,6 +283,7 @@ def test_the_conclusion_quotes_the_runs_metrics(sweep):
 
 @pytest.mark.slow
 def test_show_code_exports_the_code_cells(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     combined = export.combine_notebooks(result.runs, "# test", hide_code=False)
     assert "lab_config" in export.export_html(combined, hide_code=False)  # highlighted source
@@ -286,6 +291,7 @@ def test_show_code_exports_the_code_cells(sweep):
 
 @pytest.mark.slow
 def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, monkeypatch):
+    """Slow: a second report over the sweep (notebook 04 runs again in a kernel)."""
     result, cfg, figures = sweep
     runs = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]
     before = {p: p.stat().st_mtime_ns for run in runs for p in run.rglob("*") if p.is_file()}
@@ -309,6 +315,7 @@ def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, 
 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_one(sweep):
+    """Slow: a `lab5 report` process killed in a new run, then a report that resumes it."""
     result, cfg, figures = sweep
     new_lr = 3e-4
     finished = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]

@@ -91,11 +91,14 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
 
 @pytest.mark.slow
 def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
+    """Slow: XLA compiles EfficientNet-B0's training and validation steps for both stages on a
+    CPU. Validation holds whole batches (80 images) so that each step compiles once."""
     from lab5_utils.training import run_stage
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=2, jit_compile="true",
-                      unfreeze="top:2", synthetic_train_per_class=7)  # 35 images: 2 whole batches
+                      unfreeze="top:2", synthetic_train_per_class=7,  # 35 images: 2 whole batches
+                      synthetic_val_per_class=16, calibration_images=16)
     for stage, epochs in (("transfer", [1, 2]), ("finetune", [3])):
         result = run_stage(cfg, stage, verbose=0)
         m = result.metrics
@@ -109,6 +112,7 @@ def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
 @pytest.mark.parametrize("faster", [False])  # True would compile XLA for the whole run on a CPU
 def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_path, monkeypatch,
                                                                          capsys, faster):
+    """Slow: trains the transfer stage (the probe's timings are stand-ins)."""
     from lab5_utils import speed
     from lab5_utils.training import run_stage
     from tests.conftest import tiny_config
@@ -123,7 +127,7 @@ def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_pat
     monkeypatch.setattr(speed, "accelerator_present", lambda: True)
     monkeypatch.setattr(speed, "time_train_step", stand_in)
     cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=1, jit_compile="auto",
-                      steps_per_execution="auto")
+                      steps_per_execution="auto", calibration_images=16)
     m = run_stage(cfg, "transfer", verbose=0).metrics
     steps = -(-cfg.num_classes * cfg.synthetic_train_per_class // cfg.batch_size)
     assert probed == [(False, steps), (True, steps)]  # auto: an epoch's steps per call, at most 32
