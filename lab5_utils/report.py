@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from lab5_utils import estimate, progress
+from lab5_utils import estimate
 from lab5_utils.analysis import results_table
 from lab5_utils.config import PRESETS, LabConfig, add_settings_arguments, lab_config, lr_label
 from lab5_utils.export import clock, combine_notebooks, export_html, first_line, intro_markdown
@@ -107,8 +107,10 @@ def run_report(
     _check_writable(out, "--out")
     _check_writable(figures, "figures folder")
 
+    from lab5_utils.progress import PROGRESS_ENV  # Keras: not at import (--help)
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
-    os.environ.setdefault(progress.PROGRESS_ENV, "lines")  # kernels: lines in epochs, not a bar
+    os.environ.setdefault(PROGRESS_ENV, "lines")  # the kernels print lines in epochs, not a bar
     if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
         _preflight(cfg, lr_list, auto, force, allow_cpu, estimate_steps, settings)
     # drive_dir None: --out and --figures say where everything goes (no Drive mount in a kernel)
@@ -193,11 +195,13 @@ class _Sweep:
 
     def __init__(self, cfg: LabConfig, out: Path, sources: Path, figures: Path, start: float,
                  jobs: int, reuse: bool) -> None:
+        from lab5_utils.progress import SweepClock
+
         self.cfg, self.out, self.sources, self.figures = cfg, out, sources, figures
         self.start, self.reuse = start, reuse
         self.slots = threading.Semaphore(jobs)
         self.extra: list[NotebookRun] = []
-        self.eta = progress.SweepClock(jobs)  # the fine-tuning runs' durations -> the sweep's ETA
+        self.eta = SweepClock(jobs)  # the fine-tuning runs' durations -> the sweep's ETA
 
     def submit(self, job: NotebookRun, parameters: dict, skip: str = "") -> Future:
         """Execute `job` on its own thread (or skip it, giving `skip` as the reason)."""

@@ -192,3 +192,15 @@ def test_the_sweep_clock_prints_the_eta_after_each_run():
     clock[0] = 121
     assert sweep.finished("lr=1e-5", counted=False) is None  # nothing left
     assert sweep.seconds == [100, 120]  # a reused or failed run does not count
+
+
+def test_lab5_help_still_starts_without_keras():
+    """`lab5 --help` and the report's argument checks must not wait for TensorFlow: the report
+    imports this module only when it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lab5_utils.cli, lab5_utils.report, lab5_utils.bench; "
+            "lab5_utils.cli.build_parser(); print('keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
