@@ -204,3 +204,30 @@ def test_lab5_help_still_starts_without_keras():
             "lab5_utils.cli.build_parser(); print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_report_prints_the_sweep_eta_after_each_fine_tuning_run(tmp_path, monkeypatch, capsys):
+    """`lab5 report`'s sweep with papermill stood in (each notebook 'runs' 0.2 s): after each
+    fine-tuning run but the last, one ETA line."""
+    import nbformat
+    import papermill
+
+    from lab5_utils import report
+    from lab5_utils.config import lab_config
+
+    def execute(source, target, **kwargs):
+        time.sleep(0.2)
+        nbformat.write(nbformat.v4.new_notebook(), target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "03_fine_tuning.ipynb")
+    cfg = lab_config("demo", run_root=str(tmp_path / "runs"))
+    sweep = report._Sweep(cfg, tmp_path / "out", tmp_path, tmp_path / "figures", time.time(),
+                          jobs=2, reuse=False)
+    jobs = [report._job("03_fine_tuning", f"3.{i}", lr) for i, lr in enumerate((1e-3, 1e-4, 1e-5))]
+    futures = [sweep.submit(job, {"learning_rate": job.lr}) for job in jobs]
+    assert [f.result().status for f in futures] == ["done"] * 3
+    etas = [line for line in capsys.readouterr().out.splitlines() if "sweep ETA" in line]
+    assert len(etas) == 2, etas
+    assert "until the 2 run(s) left finish" in etas[0] and "2 at a time" in etas[0]
+    assert "until the 1 run(s) left finish" in etas[1]
