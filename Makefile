@@ -7,8 +7,11 @@ TF_EXTRA ?= cpu
 PRESET ?= demo
 PY := $(VENV)/bin/python
 LAB5 := $(VENV)/bin/lab5
+# Two workers, one test file each (TensorFlow's tracing runs on one core): a long file holds a
+# worker, so split a file rather than let it grow past a few minutes.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
-.PHONY: install report demo test bench lint clean
+.PHONY: install report demo test test-slow test-all bench lint clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +28,16 @@ demo: install  ## both training stages on the demo preset, without notebooks
 	$(LAB5) train --stage transfer --preset demo
 	$(LAB5) train --stage finetune --preset demo
 
-test: install  ## two workers, one test file each: TensorFlow's tracing runs on one core
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
+# A test that trains a model, runs a notebook or starts a process is marked @pytest.mark.slow
+# (its docstring says why it cannot be fast); every other test is in the fast tier.
+test: install  ## the fast tier: units, every bad-input check, small integrations (minutes)
+	$(PYTEST) -m "not slow"
+
+test-slow: install  ## the slow tier only: training, kills and resumes, notebooks, XLA, Colab
+	$(PYTEST) -m slow
+
+test-all: install  ## both tiers in one pytest run (what CI runs, in two steps)
+	$(PYTEST)
 
 bench: install
 	$(LAB5) bench

@@ -258,9 +258,11 @@ def _positive(text: str) -> int:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `lab5 bench`."""
-    parser.add_argument("--images", type=_positive, default=512, help="JPEGs to generate (512)")
-    parser.add_argument("--batch-size", type=_positive, default=64,
-                        help="batch size of the input-pipeline measurements (64, preset full)")
+    parser.add_argument("--images", type=_positive,
+                        help="JPEGs to generate (512; --train-step: for its pipeline-fed "
+                             "measurement, 512 on a GPU/TPU, 64 on a CPU)")
+    parser.add_argument("--batch-size", type=_positive,
+                        help="batch size (64, preset full; --train-step on a CPU: 16)")
     parser.add_argument("--image-size", type=_positive, default=224,
                         help="image size of the input-pipeline measurements (224, preset full)")
     parser.add_argument("--repeats", type=_positive, default=3, help="timed passes (median)")
@@ -272,26 +274,35 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-step", action="store_true",
                         help="instead: images/s of the real training step (frozen and unfrozen, "
                              "XLA off/on) at --step-sizes, in memory and fed by the input "
-                             "pipeline, at --batch-size (64, preset full)")
-    parser.add_argument("--step-sizes", type=_positive, nargs="+", default=[224], metavar="PX",
-                        help="--train-step: image sizes to measure (224)")
-    parser.add_argument("--steps", type=_positive, default=10,
+                             "pipeline; one progress line per measurement (on stderr with --json)")
+    parser.add_argument("--step-sizes", type=_positive, nargs="+", metavar="PX",
+                        help="--train-step: image sizes to measure (224 on a GPU/TPU, 64 on a CPU)")
+    parser.add_argument("--steps", type=_positive,
                         help="--train-step: timed steps per measurement (10)")
+    parser.add_argument("--jit", choices=["off", "on", "both"],
+                        help="--train-step: XLA for the in-memory measurements (both on a GPU/TPU, "
+                             "off on a CPU, where training never uses it)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark and print the report (or JSON)."""
+    """Run the benchmark and print the report (or JSON); 1 when a --train-step measurement failed."""
     if args.image_size < 32 or args.fit_image_size < 32:
         raise ValueError("--image-size and --fit-image-size must be >= 32 (EfficientNet minimum).")
     if args.train_step:
+        import sys
+
         from lab5_utils.bench_step import bench_train_step, format_train_step
 
-        step = bench_train_step(tuple(dict.fromkeys(args.step_sizes)), args.batch_size, args.steps,
-                                pipeline_images=max(args.images, 2 * args.batch_size))
-        print(json.dumps(step, indent=2) if args.json else format_train_step(step))
-        return 0
-    result = run_bench(args.images, args.batch_size, args.image_size, args.repeats,
+        def log(line: str) -> None:  # stdout stays valid JSON with --json
+            print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+        step = bench_train_step(args.step_sizes, args.batch_size, args.steps, args.jit,
+                                pipeline_images=args.images, log=log)
+        print(json.dumps(step, indent=2) if args.json else format_train_step(step), flush=True)
+        return 1 if step["errors"] else 0
+    images, batch_size = args.images or 512, args.batch_size or 64
+    result = run_bench(images, batch_size, args.image_size, args.repeats,
                        fit=not args.no_fit, fit_image_size=args.fit_image_size,
                        fit_batch_size=args.fit_batch_size)
     print(json.dumps(result, indent=2) if args.json else format_report(result))

@@ -49,8 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                               args.lr)
     if args.force or not is_finished(run_dir):  # quick/full: hardware, time estimate, CPU check
         estimate.preflight(cfg, args.stage, args.allow_cpu)
-    verbose = 1 if sys.stdout.isatty() else 2
-    run_stage(cfg, args.stage, args.lr, args.run_dir, force=args.force, verbose=verbose,
+    run_stage(cfg, args.stage, args.lr, args.run_dir, force=args.force,  # verbose: auto
               transfer_dir=args.transfer_dir)
     return 0
 

@@ -83,6 +83,7 @@ class LabConfig:
     jit_compile: str = "false"  # "auto" (measure both on a GPU/TPU), "true", "false"
     steps_per_execution: int | str = 1  # or "auto": 1 on a CPU, more on a GPU/TPU
     distribution: str = "auto"  # tf.distribute strategy: see lab5_utils.distribute
+    progress_seconds: float = 60.0  # a line inside long epochs (not with a progress bar); 0: off
     train_fraction: float = 1.0
     validation_split: float = 0.1
     test_split: float = 0.1
@@ -145,6 +146,10 @@ class LabConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not lo <= value <= hi:
                 _fail(name, value, f"a number from {lo} to {hi}")
+        seconds = self.progress_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                math.isfinite(seconds) and seconds >= 0):
+            _fail("progress_seconds", seconds, "a number of seconds >= 0 (0 turns the lines off)")
         for name in ("cache_train", "cache_validation"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")

@@ -61,10 +61,13 @@ class NotebookExecutor:
 
     def __init__(self, cfg: LabConfig, out: Path, sources: Path, figures: Path, start: float,
                  jobs: int, reuse: bool) -> None:
+        from lab5_utils.progress import SweepClock  # Keras: not for `lab5 --help`
+
         self.cfg, self.out, self.sources, self.figures = cfg, out, sources, figures
         self.start, self.reuse = start, reuse
         self.slots = threading.Semaphore(jobs)
         self.extra: list[NotebookRun] = []
+        self.eta = SweepClock(jobs)  # the fine-tuning runs' durations -> the sweep's ETA
 
     def submit(self, job: NotebookRun, parameters: dict, skip: str = "") -> Future:
         """Execute `job` on its own thread (or skip it, giving `skip` as the reason)."""
@@ -74,6 +77,8 @@ class NotebookExecutor:
             self.progress(f"{job.name}: skipped ({skip})")
             future.set_result(job)
             return future
+        if job.run is not None:
+            self.eta.queued(job.name)
 
         def work() -> None:
             with self.slots:
@@ -94,6 +99,7 @@ class NotebookExecutor:
         import papermill as pm
 
         target = self.out / "notebooks" / f"{job.name}.ipynb"
+        self.eta.started(job.name)
         if self.reuse and job.source != "04_analysis" and self._unchanged(job, parameters, target):
             job.status, job.reused = "done", True
             self.progress(f"{job.name}: unchanged since the last report, reusing {target.name}")
@@ -122,6 +128,9 @@ class NotebookExecutor:
             job.notebook = target
             job.html = atomic_write_text(self.out / "html" / f"{job.name}.html",
                                          export_html(nb, hide_code=False, title=job.title))
+        eta = self.eta.finished(job.name, counted=job.status == "done" and not job.reused)
+        if eta:
+            self.progress(eta)
         return job
 
     def _fingerprint(self, job: NotebookRun, parameters: dict) -> str:

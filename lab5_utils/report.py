@@ -92,7 +92,10 @@ def run_report(
     _check_writable(out, "--out")
     _check_writable(figures, "figures folder")
 
+    from lab5_utils.progress import PROGRESS_ENV  # Keras: not at import (--help)
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
+    os.environ.setdefault(PROGRESS_ENV, "lines")  # the kernels print lines in epochs, not a bar
     if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
         _preflight(cfg, sweep_runs(lr_list, key, values), auto, force, allow_cpu, estimate_steps,
                    settings)

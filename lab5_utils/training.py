@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import distribute, evaluate, recipe, rundir, seeding, speed
+from lab5_utils import distribute, evaluate, progress, recipe, rundir, seeding, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate
@@ -69,13 +69,15 @@ def stage_config(cfg: LabConfig, stage: str, learning_rate: float | None) -> Lab
 
 def run_stage(
     cfg: LabConfig, stage: str, learning_rate: float | None = None,
-    run_dir: str | Path | None = None, force: bool = False, verbose: int | str = 2,
+    run_dir: str | Path | None = None, force: bool = False, verbose: int | str = "auto",
     transfer_dir: str | Path | None = None, reuse: bool = False,
 ) -> RunResult:
     """Train one stage. Re-running the same call after a kill continues from the last finished
     epoch. A finished run is never overwritten unless `force=True`; with `reuse=True` a run
-    finished with the same config is read back instead of refused (notebooks, report)."""
+    finished with the same config is read back instead of refused (notebooks, report).
+    `verbose="auto"`: Keras' progress bar or lines, as `progress.verbose_mode` decides."""
     cfg = stage_config(cfg, stage, learning_rate)
+    verbose = progress.verbose_mode() if verbose == "auto" else verbose
     lr = stage_learning_rate(cfg, stage)
     run_dir = Path(run_dir or default_run_dir(cfg, stage, lr))
     transfer_dir = Path(transfer_dir or default_run_dir(cfg, "transfer"))
@@ -137,6 +139,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         # logged everywhere; best.keras is promoted after it (`rundir.settle_best` on resume).
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         rundir.PromoteBest(run_dir),
+        *progress.epoch_callbacks(verbose, cfg.progress_seconds, cfg.batch_size),  # lines in epochs
     ]
     start, memory = time.time(), TrainingMemory()
     with naming_undecodable_files(cfg), warnings.catch_warnings(), memory:

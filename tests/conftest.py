@@ -1,6 +1,15 @@
-"""Shared fixtures: quiet TensorFlow, a headless matplotlib, and one tiny trained lab."""
+"""Shared fixtures: quiet TensorFlow, a headless matplotlib, and one tiny trained lab.
 
+Tests come in two tiers. `make test` runs the fast one (`-m "not slow"`): units, every bad-input
+check, small integrations. A test that trains a model, runs a notebook or spawns a process is
+marked `@pytest.mark.slow`, and its docstring says why it cannot be fast; `make test-slow` runs
+those and `make test-all` both. See README, "Tests".
+"""
+
+import contextlib
+import io
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -22,10 +31,44 @@ def tiny_config(tmp_path, **overrides) -> LabConfig:
 
 @pytest.fixture(scope="session")
 def trained_lab(tmp_path_factory):
-    """Transfer then finetune on the tiny demo config, trained once for the whole session."""
+    """Transfer then finetune on the tiny demo config, trained once for the whole test run: the
+    first pytest-xdist worker that needs it trains it, in a folder all workers share, while the
+    others wait for it and read the finished runs back (`run_stage(reuse=True)`). It trains with
+    `verbose=2` and `progress_seconds=0.05`; what it printed is `trained_lab_output(cfg)`."""
     from lab5_utils.training import run_stage
 
-    cfg = tiny_config(tmp_path_factory.mktemp("lab"))
-    transfer = run_stage(cfg, "transfer", verbose=0)
-    finetune = run_stage(cfg, "finetune", verbose=0)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # not under xdist: the only process
+        root, lock = tmp_path_factory.mktemp("lab"), contextlib.nullcontext()
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "trained_lab"
+        lock = _file_lock(root.with_name("trained_lab.lock"))
+    with lock:
+        cfg = tiny_config(root, progress_seconds=0.05)
+        output = root / "output.txt"
+        if not output.is_file():
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                for stage in ("transfer", "finetune"):
+                    run_stage(cfg, stage, verbose=2)
+            output.write_text(printed.getvalue())
+        transfer = run_stage(cfg, "transfer", reuse=True, verbose=0)
+        finetune = run_stage(cfg, "finetune", reuse=True, verbose=0)
     return cfg, transfer, finetune
+
+
+def trained_lab_output(cfg: LabConfig) -> str:
+    """What the training of `trained_lab` printed (Keras' lines and lab5's progress lines)."""
+    return (Path(cfg.run_root).parent / "output.txt").read_text()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between the test processes of one run (POSIX `flock`)."""
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

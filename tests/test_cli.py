@@ -60,6 +60,7 @@ def test_compare_names_a_folder_without_logs(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_predict_ranks_classes_and_reports_unreadable_files(trained_lab, capsys, tmp_path):
+    """Slow: predicts with the shared tiny training's model (`trained_lab`) and its Grad-CAM."""
     _, transfer, _ = trained_lab
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.full((300, 200, 3), 120, np.uint8)).save(photo)
@@ -97,6 +98,7 @@ def test_train_strict_stops_on_a_truncated_image_and_names_it(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_the_cli_prints_lab5s_warnings_as_one_plain_line(capsys, tmp_path):
+    """Slow: a whole `lab5 train` (one epoch at 32 px), the warning shown as a user sees it."""
     photos = tmp_path / "photos"
     for i, name in enumerate(("cat", "dog")):
         (photos / name).mkdir(parents=True)

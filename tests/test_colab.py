@@ -235,6 +235,8 @@ def _run_notebook(tmp: Path, env: dict, kill_when=None, timeout: float = 420,
 
 @pytest.mark.slow
 def test_a_notebook_opened_alone_on_colab_installs_itself_and_survives_a_runtime_reset(tmp_path):
+    """Slow: a stand-in Colab (a second Python, a Jupyter kernel, the repository cloned and
+    installed) runs notebook 02 three times, killed once mid-training."""
     if not (ROOT / ".git").exists():
         pytest.skip("needs the project as a git checkout (the notebook clones it)")
     env = _colab_environment(tmp_path)

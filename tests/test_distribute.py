@@ -96,11 +96,14 @@ for stage in ("transfer", "finetune"):
 
 @pytest.mark.slow
 def test_both_stages_train_on_two_replicas_and_a_killed_run_resumes(tmp_path, trained_lab):
+    """Slow: two processes (one killed) train both stages under MirroredStrategy, which traces
+    every step once per replica."""
     single = trained_lab[1].metrics  # the same tiny transfer stage on one device
     # Validation and test sets of whole batches: a short last batch would trace every
-    # replica's step again (the training set, as on one device, is 5 batches of 16)
+    # replica's step again (the training set, as on one device, is 5 batches of 16). 32 px:
+    # the steps are counted, not the accuracy
     cfg = tiny_config(tmp_path, transfer_epochs=2, synthetic_val_per_class=16,
-                      synthetic_test_per_class=16)
+                      synthetic_test_per_class=16, image_size=32, calibration_images=16)
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     cmd = [sys.executable, "-c", _BOTH_STAGES, str(tmp_path / "cfg.json")]
     env = {**os.environ, distribute.TEST_CPU_REPLICAS: "2"}

@@ -205,6 +205,7 @@ def test_top_losses_are_the_most_confidently_wrong_in_order():
 
 @pytest.mark.slow
 def test_saved_test_predictions_match_a_fresh_evaluation_of_best_keras(trained_lab):
+    """Slow: evaluates the shared tiny training's models (`trained_lab`) again."""
     from lab5_utils import analysis
     from lab5_utils.data import load_splits
     from lab5_utils.evaluate import load_predictions

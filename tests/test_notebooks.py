@@ -67,6 +67,8 @@ def test_the_setup_cell_is_the_same_in_all_four_and_made_from_the_repository_url
 
 @pytest.mark.slow
 def test_fine_tuning_rejects_a_bad_learning_rate_before_loading_anything(tmp_path):
+    """Slow: executes the notebook with papermill (a Jupyter kernel that imports TensorFlow);
+    the check itself, `check_learning_rate`, is also tested fast."""
     with pytest.raises(pm.PapermillExecutionError) as caught:
         pm.execute_notebook(
             str(FOLDER / "03_fine_tuning.ipynb"), str(tmp_path / "out.ipynb"),

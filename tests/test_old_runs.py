@@ -104,7 +104,7 @@ def test_quick_of_the_previous_version_differs_exactly_where_the_quick_preset_ch
 
 @pytest.mark.slow
 def test_an_unfinished_run_of_the_previous_version_is_resumed(trained_lab, tmp_path):
-    """It needs a trained run folder (the session's tiny lab): the copy, left as a kill before
+    """Slow: it needs a trained run folder (the session's tiny lab): the copy, left as a kill before
     metrics.json leaves it and given the config.json the previous version wrote for the same
     settings, is finished by evaluating its best model, without training again."""
     cfg, transfer, _ = trained_lab

@@ -147,6 +147,7 @@ def test_formats_are_recognised_by_their_signature(tmp_path):
 
 @pytest.mark.slow
 def test_a_folder_of_gif_bmp_and_webp_photos_trains_and_heic_is_skipped_with_a_hint(tmp_path):
+    """Slow: trains one epoch on the photos."""
     root = tmp_path / "photos"
     rng = np.random.default_rng(0)
     for label, name in enumerate(("cat", "dog")):

@@ -41,7 +41,7 @@ def _same_run(a, b):
 
 @pytest.mark.slow
 def test_the_same_fine_tuning_command_twice_gives_the_same_run(tmp_path):
-    """It trains a tiny transfer run, then fine-tunes it twice in fresh processes: a fresh
+    """Slow: it trains a tiny transfer run, then fine-tunes it twice in fresh processes: a fresh
     process is what differed (the model loaded from best.keras drew its Dropout seed from an
     unseeded Python `random`). The transfer run is trained here, in a process that has run
     other tests: `seed_run` makes its history irrelevant."""

@@ -218,6 +218,7 @@ def _finetune_names():
 
 @pytest.mark.slow
 def test_a_failing_lr_does_not_stop_the_others(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     status = {run.name: run.status for run in result.runs}
     bad = f"03_fine_tuning_lr={lr_label(BAD_LR)}"
@@ -230,6 +231,7 @@ def test_a_failing_lr_does_not_stop_the_others(sweep):
 
 @pytest.mark.slow
 def test_every_notebook_runs_top_to_bottom(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     import nbformat
 
@@ -243,7 +245,23 @@ def test_every_notebook_runs_top_to_bottom(sweep):
 
 
 @pytest.mark.slow
+def test_the_report_kernels_print_lines_not_a_progress_bar(sweep):
+    """Papermill starts ordinary Jupyter kernels; `LAB5_PROGRESS=lines` tells them that nobody
+    watches a bar (slow: it reads the sweep's executed notebooks)."""
+    import nbformat
+
+    result, _, _ = sweep
+    transfer = next(run for run in result.runs if run.source == "02_transfer_learning")
+    nb = nbformat.read(transfer.notebook, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.output_type == "stream")
+    assert re.search(r"^1/1 - \d+s - .* - loss: ", text, re.M)  # Keras' line per epoch (verbose=2)
+    assert "\r" not in text and "\u2501" not in text  # no redrawn bar
+
+
+@pytest.mark.slow
 def test_the_report_holds_every_section_figure_and_run(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, cfg, figures = sweep
     html = result.html.read_text()
     assert result.html == result.out / "lab5_report.html"
@@ -267,6 +285,7 @@ def test_the_report_holds_every_section_figure_and_run(sweep):
 
 @pytest.mark.slow
 def test_the_first_screen_tells_the_result_and_the_tables_read_as_words(sweep):
+    """Slow: it reads the report of the module's real sweep (the fixture runs every notebook)."""
     from tests.test_tables import table_problems
 
     result, cfg, _ = sweep
@@ -286,6 +305,7 @@ def test_the_first_screen_tells_the_result_and_the_tables_read_as_words(sweep):
 
 @pytest.mark.slow
 def test_the_conclusion_quotes_the_runs_metrics(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     from lab5_utils.evaluate import load_predictions
     from lab5_utils.stats import accuracy_interval, mcnemar_exact
 
@@ -316,6 +336,7 @@ def test_the_conclusion_quotes_the_runs_metrics(sweep):
 
 @pytest.mark.slow
 def test_show_code_exports_the_code_cells(sweep):
+    """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
     result, _, _ = sweep
     combined = export.combine_notebooks(result.runs, "# test", hide_code=False)
     assert "lab_config" in export.export_html(combined, hide_code=False)  # highlighted source
@@ -323,6 +344,7 @@ def test_show_code_exports_the_code_cells(sweep):
 
 @pytest.mark.slow
 def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, monkeypatch):
+    """Slow: a second report over the sweep (notebook 04 runs again in a kernel)."""
     result, cfg, figures = sweep
     runs = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]
     before = {p: p.stat().st_mtime_ns for run in runs for p in run.rglob("*") if p.is_file()}
@@ -346,6 +368,7 @@ def test_a_second_report_trains_nothing_new_and_auto_adds_the_suggestion(sweep, 
 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_way_keeps_finished_lrs_and_resumes_the_interrupted_one(sweep):
+    """Slow: a `lab5 report` process killed in a new run, then a report that resumes it."""
     result, cfg, figures = sweep
     new_lr = 3e-4
     finished = [Path(cfg.run_root) / n for n in ("transfer", *_finetune_names())]

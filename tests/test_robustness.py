@@ -9,8 +9,6 @@ from lab5_utils import model as mdl
 from lab5_utils.training import RunError, run_stage
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.slow
-
 
 def test_weights_file_that_is_not_a_weights_file(tmp_path):
     fake = tmp_path / "notes.weights.h5"
@@ -35,15 +33,23 @@ def test_output_folder_that_cannot_be_written(tmp_path):
     assert blocker.read_text() == "keep me"
 
 
-def test_finetune_refuses_a_transfer_run_with_other_classes(trained_lab, tmp_path):
-    cfg, transfer, _ = trained_lab
-    other = cfg.replace(num_classes=cfg.num_classes + 1, run_root=str(tmp_path / "runs"))
-    with pytest.raises(RunError, match=f"predicts {cfg.num_classes} classes"):
-        run_stage(other, "finetune", transfer_dir=transfer.run_dir, verbose=0)
+def test_finetune_refuses_a_transfer_run_with_other_classes(tmp_path):
+    """The transfer run's `best.keras` is the lab's model for 5 classes, saved untrained: the
+    check reads only its output layer."""
+    cfg = tiny_config(tmp_path, image_size=32)
+    transfer = tmp_path / "transfer"
+    transfer.mkdir()
+    mdl.build_model(cfg, cfg.num_classes).save(transfer / "best.keras")
+    other = cfg.replace(num_classes=cfg.num_classes + 1)
+    with pytest.raises(RunError, match=f"predicts {cfg.num_classes} classes but the dataset"):
+        run_stage(other, "finetune", transfer_dir=transfer, verbose=0)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_advice_and_keeps_finished_epochs(tmp_path):
-    cfg = tiny_config(tmp_path, transfer_epochs=2, schedule="constant")
+    """Slow: only training finds the NaN."""
+    cfg = tiny_config(tmp_path, transfer_epochs=2, schedule="constant", image_size=32,
+                      calibration_images=16)
     with pytest.raises(RunError, match=r"NaN or infinite.*try 1e\+37"):
         run_stage(cfg, "transfer", learning_rate=1e38, verbose=0)
     run_dir = tmp_path / "runs" / "transfer"

@@ -1,5 +1,11 @@
+"""`run_stage`: the run folder, its metrics, refusals, and runs killed and resumed.
+
+The tests that read `trained_lab` (the session's shared tiny training) or train are slow; the
+refusals are fast."""
+
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +19,10 @@ from lab5_utils.rundir import settle_best as _settle_best
 from lab5_utils.training import RunError, run_stage
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_run_directories_hold_every_file(trained_lab):
+    """Slow: reads the shared tiny training (`trained_lab`)."""
     _, transfer, finetune = trained_lab
     for result in (transfer, finetune):
         names = {p.name for p in result.run_dir.iterdir()}
@@ -31,7 +37,9 @@ def test_run_directories_hold_every_file(trained_lab):
         assert {"loss", "accuracy", "val_loss", "val_accuracy", "top5", "val_top5", "lr"} <= set(hist)
 
 
+@pytest.mark.slow
 def test_metrics_say_which_split_each_number_comes_from(trained_lab):
+    """Slow: reads the shared tiny training (`trained_lab`)."""
     cfg, transfer, finetune = trained_lab
     sizes = (cfg.num_classes * cfg.synthetic_train_per_class,
              cfg.num_classes * cfg.synthetic_val_per_class,
@@ -50,7 +58,9 @@ def test_metrics_say_which_split_each_number_comes_from(trained_lab):
     assert finetune.metrics["optimizer_state_mb"] > 100 * transfer.metrics["optimizer_state_mb"]
 
 
+@pytest.mark.slow
 def test_each_run_is_one_hparams_session_with_its_test_accuracy(trained_lab):
+    """Slow: reads the shared tiny training (`trained_lab`)."""
     from tensorboard.plugins.hparams import metadata
 
     from lab5_utils.history import _events
@@ -79,9 +89,11 @@ def test_each_run_is_one_hparams_session_with_its_test_accuracy(trained_lab):
             result.metrics["best_val_accuracy"])
 
 
+@pytest.mark.slow
 def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypatch):
     """No callback, schedule or checkpoint can see the test images: the test pipeline is first
-    read after `fit` returns (validation chose the model by then), and read once."""
+    read after `fit` returns (validation chose the model by then), and read once. Slow: it
+    trains, with `fit` and the data loading watched (the shared training cannot be)."""
     import keras
     import tensorflow as tf
 
@@ -116,22 +128,26 @@ def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypat
     assert result.metrics["num_test"] == cfg.num_classes * cfg.synthetic_test_per_class
 
 
-def test_a_run_killed_after_training_is_not_trained_again(tmp_path):
+@pytest.mark.slow
+def test_a_run_killed_after_training_is_not_trained_again(trained_lab, tmp_path):
     """BackupAndRestore removes its backup when `fit` ends: a kill during the test evaluation
-    that follows must not retrain the stage. The same call then only evaluates and finishes."""
-    cfg = tiny_config(tmp_path, transfer_epochs=2, image_size=32)
-    first = run_stage(cfg, "transfer", verbose=0)
-    kept = {p: p.read_bytes() for p in (first.run_dir / "history.csv", first.run_dir / "best.keras")}
-    (first.run_dir / "metrics.json").unlink()  # as a kill before metrics.json leaves it
-    (first.run_dir / "test_predictions.npz").unlink()
-    again = run_stage(cfg, "transfer", verbose=0)
+    that follows must not retrain the stage. The same call then only evaluates and finishes.
+    Slow: it evaluates EfficientNet-B0 on a copy of the shared training's transfer run."""
+    cfg, first, _ = trained_lab
+    run_dir = shutil.copytree(first.run_dir, tmp_path / "transfer")
+    kept = {p: p.read_bytes() for p in (run_dir / "history.csv", run_dir / "best.keras")}
+    (run_dir / "metrics.json").unlink()  # as a kill before metrics.json leaves it
+    (run_dir / "test_predictions.npz").unlink()
+    again = run_stage(cfg, "transfer", run_dir=run_dir, verbose=0)
     assert {p: p.read_bytes() for p in kept} == kept  # no epoch trained again
     assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
     assert again.metrics["best_epoch"] == first.metrics["best_epoch"]
-    assert (first.run_dir / "test_predictions.npz").is_file()
+    assert (run_dir / "test_predictions.npz").is_file()
 
 
+@pytest.mark.slow
 def test_one_history_row_per_epoch_and_finetune_epochs_continue(trained_lab):
+    """Slow: reads the shared tiny training (`trained_lab`)."""
     cfg, transfer, finetune = trained_lab
     assert list(load_history(transfer.run_dir)["epoch"]) == list(range(1, cfg.transfer_epochs + 1))
     assert list(load_history(finetune.run_dir)["epoch"]) == list(
@@ -139,7 +155,9 @@ def test_one_history_row_per_epoch_and_finetune_epochs_continue(trained_lab):
     )
 
 
+@pytest.mark.slow
 def test_synthetic_accuracy_ends_well_above_chance_and_finetuning_changes_it(trained_lab):
+    """Slow: reads the shared tiny training (`trained_lab`)."""
     cfg, transfer, finetune = trained_lab
     chance = 1 / cfg.num_classes
     assert transfer.metrics["best_val_accuracy"] >= 1.5 * chance
@@ -147,13 +165,19 @@ def test_synthetic_accuracy_ends_well_above_chance_and_finetuning_changes_it(tra
     assert finetune.metrics["final_val_loss"] != pytest.approx(transfer.metrics["final_val_loss"])
 
 
-def test_a_finished_run_is_never_overwritten(trained_lab):
-    cfg, transfer, _ = trained_lab
-    before = {p.name: p.stat().st_mtime_ns for p in transfer.run_dir.iterdir() if p.is_file()}
-    with pytest.raises(RunError, match="--force"):
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    """A finished run folder (metrics.json written last) as `run_stage` leaves it, without its
+    large files: the refusal reads only metrics.json and config.json."""
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "runs" / "transfer"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    (run_dir / "metrics.json").write_text(json.dumps({"best_val_accuracy": 0.5}))
+    (run_dir / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,1,0.4,1,0.5\n")
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.iterdir()}
+    with pytest.raises(RunError, match="already holds a finished run.*--force"):
         run_stage(cfg, "transfer", verbose=0)
-    after = {p.name: p.stat().st_mtime_ns for p in transfer.run_dir.iterdir() if p.is_file()}
-    assert before == after
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.iterdir()} == before
 
 
 def test_finetune_without_transfer_run_names_the_command(tmp_path):
@@ -198,8 +222,12 @@ def _rows(csv):
     return len(csv.read_text().splitlines()) - 1 if csv.is_file() else 0
 
 
+@pytest.mark.slow
 def test_run_killed_at_several_moments_resumes_with_every_epoch_exactly_once(tmp_path):
-    cfg = tiny_config(tmp_path, transfer_epochs=4, steps_per_execution=2)  # 2 steps per call
+    """Slow: four `lab5 train` processes, three of them killed (start-up, right after an epoch,
+    mid-epoch), each starting TensorFlow and tracing the model."""
+    cfg = tiny_config(tmp_path, transfer_epochs=4, steps_per_execution=2,  # 2 steps per call
+                      image_size=32, calibration_images=16)
     run_dir = tmp_path / "killed"
     cmd = _train_command(cfg, run_dir)
     csv, started = run_dir / "history.csv", time.time()
