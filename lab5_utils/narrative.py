@@ -277,11 +277,13 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
 def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
     """The original lab's four faults, each with what this report's runs did instead (Markdown
     bullets): the parts that depend on settings are read from `cfg` and the runs."""
-    one_hot = getattr(cfg, "label_smoothing", 0) > 0 or bool(
-        {"mixup", "cutmix"} & set(cfg.augmentations))
+    soft = [_soft_targets(read_json(d / "config.json")) for d in run_dirs(cfg, table)
+            if (d / "config.json").is_file()] or [_soft_targets(cfg.to_dict())]
     labels = ("integers 0..C-1, turned into one-hot targets of depth C inside the pipeline for "
-              "label smoothing or mixup/cutmix" if one_hot else
-              "integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong")
+              "label smoothing or mixup/cutmix" if all(soft) else
+              "integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong"
+              if not any(soft) else "integers 0..C-1: a sparse cross-entropy, or one-hot "
+              "targets of depth C made from them in the runs with label smoothing or mixing")
     transfer = run_dirs(cfg, table[table["run"] == "transfer"])
     rule = read_json(transfer[0] / "metrics.json").get("split_rule") if transfer else None
     split = (f"the splits are fixed before training ({rule}), and the training split is "
@@ -310,6 +312,12 @@ def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
         f"weights so little that fine-tuning could not change anything. Here {rates}; "
         "`--lrs auto` adds the LR range test's suggestion.",
     ])
+
+
+def _soft_targets(config: dict) -> bool:
+    """Whether a run's config (`config.json`) trained on one-hot targets."""
+    return (config.get("label_smoothing") or 0) > 0 or bool(
+        {"mixup", "cutmix"} & set(config.get("augmentations", [])))
 
 
 def _pct(fraction: float) -> str:

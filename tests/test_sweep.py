@@ -206,3 +206,17 @@ def test_notebook_04_runs_the_sweep_lab5_report_passed(cfg):
     assert sweep.report_runs(cfg, None, None) is None
     assert [r.lr for r in sweep.report_runs(cfg, [1e-5, 1e-4], None)] == [1e-4, 1e-5]
     assert lab_config("demo", [], str(cfg.run_root)).run_root == cfg.run_root
+
+
+def test_the_original_lab_text_says_what_these_runs_did_with_labels_and_rates(cfg):
+    runs, *_ = _setting_sweep(cfg)
+    for name, smoothing in (("transfer", 0.0), (runs[0].name, 0.0), (runs[1].name, 0.1)):
+        (Path(cfg.run_root) / name / "config.json").write_text(
+            cfg.replace(label_smoothing=smoothing).to_json())
+    text = narrative.original_fixes(cfg, analysis.results_table(cfg, runs))
+    assert "one-hot targets of depth C made from them in the runs with label smoothing" in text
+    assert "Here the splits are fixed before training (three generated sets)" in text
+    assert "fine-tunes at lr=1e-04 and varies dropout" in text
+    (Path(cfg.run_root) / runs[1].name / "config.json").write_text(cfg.to_json())
+    plain = narrative.original_fixes(cfg, analysis.results_table(cfg, runs))
+    assert "with a sparse cross-entropy: no one-hot encoding" in plain
