@@ -105,7 +105,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "report": (cmd_report, "the whole lab: notebooks 01-04 as an LR sweep, one HTML report"),
+    "report": (cmd_report, "the whole lab: notebooks 01-04, a sweep of learning rates or of any "
+                           "setting (--sweep), one HTML report"),
     "train": (cmd_train, "train one stage (transfer or finetune); resumes a killed run"),
     "lr-find": (cmd_lr_find, "LR range test: loss vs learning rate and a suggested LR"),
     "compare": (cmd_compare, "table of runs: this project's run folders or TensorBoard logs"),
