@@ -19,7 +19,7 @@ import numpy as np
 
 from lab5_utils import seeding, speed
 from lab5_utils.benchdata import machine_info, write_food_like_folder
-from lab5_utils.progress import duration
+from lab5_utils.tables import clock
 
 # The real step of presets quick and full.
 ACCELERATOR_DEFAULTS = {"image_sizes": (224,), "batch_size": 64, "steps": 10, "pipeline_images": 512,
@@ -105,7 +105,7 @@ def bench_train_step(image_sizes: tuple[int, ...] | None = None, batch_size: int
             rows = _measure_size(cfg.replace(dataset=f"folder:{root}"), settings["steps"],
                                  JIT_CHOICES[settings["jit"]],
                                  result["errors"], lambda text: log(
-                                     f"[bench {duration(time.perf_counter() - start)}] {text}"))
+                                     f"[bench {clock(time.perf_counter() - start)}] {text}"))
             result["sizes"][str(size)] = rows
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -17,8 +17,8 @@ from pathlib import Path
 from lab5_utils.config import LabConfig
 from lab5_utils.export import export_html, first_line
 from lab5_utils.files import atomic_write_text
-from lab5_utils.narrative import clock
 from lab5_utils.sweep import SweepRun
+from lab5_utils.tables import clock
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab5_utils.config import LabConfig
-from lab5_utils.narrative import clock
+from lab5_utils.tables import clock
 
 
 class Section(Protocol):

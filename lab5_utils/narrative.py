@@ -12,7 +12,7 @@ from lab5_utils import stats
 from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs, run_title
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
-from lab5_utils.tables import p_equals
+from lab5_utils.tables import clock, p_equals
 
 
 def describe_run(metrics: dict, baseline: dict | None = None) -> str:
@@ -152,13 +152,6 @@ def _device_kind(device: str) -> str:
     """"GPU", "TPU" or "CPU" from metrics.json's `device` line ("device: GPU (Tesla T4); ...")."""
     found = re.match(r"device: (GPU|TPU)", device)
     return found.group(1) if found else "CPU"
-
-
-def clock(seconds: float) -> str:
-    """`3:05`, or `1:02:03` past an hour."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _verdict_sentence(row: pd.Series) -> str:

@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import keras
 
+from lab5_utils.tables import clock as clock_text
+
 PROGRESS_ENV = "LAB5_PROGRESS"
 BAR, LINES = 1, 2  # Keras' verbose values
 
@@ -52,13 +54,6 @@ def _jupyter_kernel() -> bool:
     return isinstance(get_ipython(), ZMQInteractiveShell)
 
 
-def duration(seconds: float) -> str:
-    """`4:05`, `1:02:03`."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 # --- inside an epoch ----------------------------------------------------------------------------
 def epoch_eta(done: int, steps: int | None, steps_per_s: float, epochs_left: int,
               validation_s: float | None = None,
@@ -82,9 +77,9 @@ def progress_line(epoch: int, epochs: int, done: int, steps: int | None, images_
     line = f"[lab5] epoch {epoch}/{epochs}, step {done}/{steps or '?'}: {images_per_s:.1f} images/s"
     if epoch_left is None:
         return line + " (steps per epoch unknown: no ETA)"
-    note = f"validation {duration(validation_s)} included" if validation_s is not None else (
+    note = f"validation {clock_text(validation_s)} included" if validation_s is not None else (
         "+ validation, not timed yet")
-    return f"{line}; epoch ETA {duration(epoch_left)} ({note}), stage ETA {duration(stage_left)}"
+    return f"{line}; epoch ETA {clock_text(epoch_left)} ({note}), stage ETA {clock_text(stage_left)}"
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -170,8 +165,8 @@ def sweep_eta_text(run_seconds: list[float], pending: int, running_s: list[float
         return None
     runs = pending + len(running_s)
     each = statistics.fmean(run_seconds)
-    return (f"sweep ETA: about {duration(left)} until the {runs} run(s) left finish ("
-            f"{duration(each)} a run so far, mean of {len(run_seconds)}; {jobs} at a time), "
+    return (f"sweep ETA: about {clock_text(left)} until the {runs} run(s) left finish ("
+            f"{clock_text(each)} a run so far, mean of {len(run_seconds)}; {jobs} at a time), "
             "then the analysis")
 
 

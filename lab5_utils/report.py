@@ -30,8 +30,9 @@ from lab5_utils.export import (
     intro_markdown,
 )
 from lab5_utils.files import atomic_write_text, project_root, read_json
-from lab5_utils.narrative import clock, headline
+from lab5_utils.narrative import headline
 from lab5_utils.sweep import DEFAULT_LRS, SweepRun, parse_lrs, parse_sweep, sweep_runs, value_text
+from lab5_utils.tables import clock
 
 NOTEBOOKS = ("01_data_exploration", "02_transfer_learning", "03_fine_tuning", "04_analysis")
 REPORT_NAME = "lab5_report.html"

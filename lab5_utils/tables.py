@@ -44,6 +44,13 @@ def p_equals(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def clock(seconds: float) -> str:
+    """A duration as a clock: `3:05`, or `1:02:03` past an hour."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def lr_text(value: Any) -> str:
     return lr_label(float(value))
 
