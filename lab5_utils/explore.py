@@ -9,7 +9,9 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import MIXING, LabConfig
+from lab5_utils.i18n import _
 from lab5_utils.pipeline import decode, make_pipeline
+from lab5_utils.tables import split_rule_text
 
 
 def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:
@@ -31,17 +33,17 @@ def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[p
 def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
     """What the dataset holds and how the model sees it."""
     rows = {
-        "source": info.source, "classes": info.num_classes,
-        "training images (fit)": info.num_train,
-        "validation images (choose epochs and learning rates)": info.num_val,
-        "test images (measured once per finished run)": info.num_test,
-        "how validation and test were chosen": info.split_rule,
-        "examples scanned for the charts": scanned,
-        "model input": f"{cfg.image_size} x {cfg.image_size} px, uint8 values 0..255",
-        "augmentations (training only)": ", ".join(cfg.augmentations) or "none",
-        "weights": str(cfg.weights),
+        _("source"): info.source, _("classes"): info.num_classes,
+        _("training images (fit)"): info.num_train,
+        _("validation images (choose epochs and learning rates)"): info.num_val,
+        _("test images (measured once per finished run)"): info.num_test,
+        _("how validation and test were chosen"): split_rule_text(info.split_rule),
+        _("examples scanned for the charts"): scanned,
+        _("model input"): _("{size} x {size} px, uint8 values 0..255").format(size=cfg.image_size),
+        _("augmentations (training only)"): ", ".join(map(_, cfg.augmentations)) or _("none"),
+        _("weights"): str(cfg.weights),
     }
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+    return pd.DataFrame({_("value"): [str(v) for v in rows.values()]}, index=list(rows))
 
 
 def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[list, list[str]]:
