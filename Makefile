@@ -11,9 +11,15 @@ LAB5 := $(VENV)/bin/lab5
 # worker, so split a file rather than let it grow past a few minutes.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
-.PHONY: install report demo test test-slow test-all bench lint clean
+.PHONY: install report demo test test-slow test-all bench lint clean messages
 
-install: $(VENV)/.installed
+# The report's languages (lab5_utils/locale/<lang>/LC_MESSAGES/lab5.po): compiled on install.
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard lab5_utils/locale/*/LC_MESSAGES/lab5.po))
+
+install: $(VENV)/.installed $(CATALOGS)
+
+%.mo: %.po $(VENV)/.installed
+	$(PY) -m lab5_utils.catalogs compile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +47,11 @@ test-all: install  ## both tiers in one pytest run (what CI runs, in two steps)
 
 bench: install
 	$(LAB5) bench
+
+messages: install  ## after adding or changing a message: extract them all, merge into every .po
+	$(PY) -m lab5_utils.catalogs extract
+	$(PY) -m lab5_utils.catalogs update
+	$(PY) -m lab5_utils.catalogs check || echo "translate the entries listed above, then: make install"
 
 lint: install
 	$(VENV)/bin/ruff check lab5_utils tests
