@@ -9,7 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import MIXING, LabConfig
-from lab5_utils.i18n import _
+from lab5_utils.i18n import N_, _
 from lab5_utils.pipeline import decode, make_pipeline
 from lab5_utils.tables import split_rule_text
 
@@ -30,10 +30,15 @@ def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[p
     return counts, sizes
 
 
+# data sources and weights, as shown
+_WORDS = (N_("synthetic"), N_("folder"), N_("food101"), N_("imagenet"), N_("calibrated"),
+          N_("None"))
+
+
 def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
     """What the dataset holds and how the model sees it."""
     rows = {
-        _("source"): info.source, _("classes"): info.num_classes,
+        _("source"): _(info.source), _("classes"): info.num_classes,
         _("training images (fit)"): info.num_train,
         _("validation images (choose epochs and learning rates)"): info.num_val,
         _("test images (measured once per finished run)"): info.num_test,
@@ -41,7 +46,7 @@ def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
         _("examples scanned for the charts"): scanned,
         _("model input"): _("{size} x {size} px, uint8 values 0..255").format(size=cfg.image_size),
         _("augmentations (training only)"): ", ".join(map(_, cfg.augmentations)) or _("none"),
-        _("weights"): str(cfg.weights),
+        _("weights"): _(str(cfg.weights)),
     }
     return pd.DataFrame({_("value"): [str(v) for v in rows.values()]}, index=list(rows))
 

@@ -41,9 +41,14 @@ _GLANCE = "at-a-glance"  # notebook 04's headline and figure: shown first, under
 
 
 def export_html(nb: Any, hide_code: bool = True, title: str = "Lab 5") -> str:
-    """One self-contained HTML page (images embedded, no external scripts)."""
+    """One self-contained HTML page (images embedded, no external scripts), its Markdown cells in
+    the current language (`i18n`; cells already translated stay as they are)."""
     import jinja2
     from nbconvert import HTMLExporter
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = translate_markdown(cell.source)
 
     exporter = HTMLExporter(
         template_name="lab", template_file="lab5_report.html.j2",

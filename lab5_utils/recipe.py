@@ -172,7 +172,7 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
     rows = [
         (_("learning rate"), ngettext("{lr}, {schedule} schedule, {n} epoch(s)",
                                       "{lr}, {schedule} schedule, {n} epoch(s)", epochs).format(
-            lr=lr_label(lr), schedule=cfg.schedule, n=epochs),
+            lr=lr_label(lr), schedule=_(cfg.schedule), n=epochs),
          _("the step size; the schedule lowers it over the stage")),
         (_("what trains"), _("the head (the base is frozen)") if transfer else
          _("unfreeze={unfreeze} (BatchNorm stays frozen)").format(unfreeze=cfg.unfreeze),
@@ -204,7 +204,9 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[_("part"), _("setting"), _("what it does")])
 
 
-_WORDS = (N_("flip"), N_("crop"), N_("rotation"), N_("zoom"), N_("contrast"))  # augmentations, as shown
+# augmentations and schedules, as shown
+_WORDS = (N_("flip"), N_("crop"), N_("rotation"), N_("zoom"), N_("contrast"), N_("constant"),
+          N_("cosine"), N_("exponential"), N_("plateau"))
 
 
 def _augmentation_text(cfg: LabConfig) -> str:
