@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TF_EXTRA ?= cpu
 PRESET ?= demo
+REPORT_LANG ?= en
 PY := $(VENV)/bin/python
 LAB5 := $(VENV)/bin/lab5
 # Two workers, one test file each (TensorFlow's tracing runs on one core): a long file holds a
@@ -28,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 report: install  ## the whole lab: notebooks 01-04, LR sweep, figures/ and the HTML report
-	$(LAB5) report --preset $(PRESET) --jobs 2
+	$(LAB5) report --preset $(PRESET) --jobs 2 --lang $(REPORT_LANG)
 
 demo: install  ## both training stages on the demo preset, without notebooks
 	$(LAB5) train --stage transfer --preset demo

@@ -20,6 +20,7 @@ WORDS = {
     "demo", "quick", "full", "p", "n", "lr", "C", "e", "x", "UTC", "uint", "tensorflow-datasets",
     "transfer",  # the transfer run's folder, in the tables' run column
 }
+PROMPT = re.compile(r"(In|Out)\s*\[\d*\]:")
 LATIN = re.compile(r"[A-Za-z][A-Za-z0-9_.=/:'-]*")
 
 
@@ -50,6 +51,8 @@ def english_left(html: str) -> list[str]:
     parser.feed(html)
     found = []
     for text in parser.parts:
+        if PROMPT.fullmatch(text):  # a code cell's prompt, shown with its code
+            continue
         for phrase in PHRASES:
             text = text.replace(phrase, " ")
         words = [w.strip(".:'-") for w in LATIN.findall(text)]
@@ -60,7 +63,8 @@ def english_left(html: str) -> list[str]:
 
 def test_the_checker_finds_english_prose_and_passes_names():
     page = ("<html><head><title>Lab 5 report</title></head><body><p>Точность EfficientNet-B0 на "
-            "lr=1e-04, <code>best.keras</code></p><pre>Epoch 1/3</pre><p>within noise</p></body>")
+            "lr=1e-04, <code>best.keras</code></p><pre>Epoch 1/3</pre><div>In\xa0[2]:</div>"
+            "<p>within noise</p></body>")
     assert english_left(page) == ["within noise"]
 
 
