@@ -153,7 +153,7 @@ def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFra
     from lab5_utils.history import load_history
 
     return {r["setting"]: load_history(Path(cfg.run_root) / r["run"])
-            for _, r in finished_finetunes(table).iterrows()}
+            for _i, r in finished_finetunes(table).iterrows()}
 
 
 def run_title(row: pd.Series) -> str:

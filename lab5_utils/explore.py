@@ -66,12 +66,12 @@ def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, lis
     the `n` are instead the first `n` training images as one augmented, mixed batch."""
     first = ds.take(1)
     unmixed = [a for a in cfg.augmentations if a not in MIXING]  # validation ignores them all
-    original, _ = next(iter(make_pipeline(
+    original, _label = next(iter(make_pipeline(
         first, cfg.replace(batch_size=1, augmentations=unmixed), False, 1)))
     mixing = unmixed != cfg.augmentations
     shown = ds.take(n) if mixing else first.repeat(n)
     # the labels are not shown: any depth above the largest label will do for mixing
     depth = 1 + max(int(example[1]) for example in shown.as_numpy_iterator()) if mixing else None
     batch = make_pipeline(shown, cfg.replace(batch_size=n), True, n, one_hot_depth=depth)
-    images, _ = next(iter(batch))
+    images, _labels = next(iter(batch))
     return original.numpy()[0], list(images.numpy())

@@ -55,7 +55,7 @@ def export_html(nb: Any, hide_code: bool = True, title: str = "Lab 5") -> str:
         extra_loaders=[jinja2.DictLoader({"lab5_report.html.j2": _TEMPLATE})],
         exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=True,
     )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body, _resources = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     return body
 
 
