@@ -12,17 +12,20 @@ their setting form (`1e-04`), since they name runs and folders.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gettext
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 DOMAIN = "lab5"
 DEFAULT = "en"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 _current = {"lang": DEFAULT}
+T = TypeVar("T")
 
 
 def languages() -> list[str]:
@@ -84,6 +87,17 @@ def use(lang: str) -> Iterator[None]:
         yield
     finally:
         _current["lang"] = previous
+
+
+def in_language(func: Callable[..., T]) -> Callable[..., T]:
+    """Decorator: `func(..., lang=...)` runs in `lang` (checked first; default English), and the
+    language before it is back afterwards, whether it returns or raises."""
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> T:
+        with use(check_language(kwargs.get("lang", DEFAULT))):
+            return func(*args, **kwargs)
+
+    return run
 
 
 def language() -> str:

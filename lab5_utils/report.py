@@ -30,7 +30,7 @@ from lab5_utils.export import (
     intro_markdown,
 )
 from lab5_utils.files import atomic_write_text, project_root, read_json
-from lab5_utils.i18n import _, check_language, languages, set_language
+from lab5_utils.i18n import _, check_language, in_language, languages
 from lab5_utils.narrative import headline
 from lab5_utils.sweep import DEFAULT_LRS, SweepRun, parse_lrs, parse_sweep, sweep_runs, value_text
 from lab5_utils.tables import clock
@@ -59,6 +59,7 @@ class ReportResult:
         return 1 if self.failed else 0
 
 
+@in_language  # `lang`: checked before anything runs; titles, headline and export in it
 def run_report(
     preset: str = "demo", lrs: Iterable[Any] | None = None, settings: Iterable[str] = (),
     out: str | Path | None = None, force: bool = False, jobs: int = 1, hide_code: bool = True,
@@ -77,7 +78,6 @@ def run_report(
     `finetune_learning_rate`); every run starts from the same transfer run. `lang` is the
     report's language (`i18n.languages()`), passed to every notebook."""
     start = time.time()
-    check_language(lang)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs={jobs!r} is not valid: expected an integer >= 1.")
     settings = list(settings or [])
@@ -100,7 +100,6 @@ def run_report(
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
     os.environ.setdefault(PROGRESS_ENV, "lines")  # the kernels print lines in epochs, not a bar
-    previous_lang = set_language(lang)  # titles, headline and export; the kernels get `lang`
     if preset in estimate.HEAVY_PRESETS:  # hardware, time estimate; stops a CPU run
         _preflight(cfg, sweep_runs(lr_list, key, values), auto, force, allow_cpu, estimate_steps,
                    settings)
@@ -147,7 +146,6 @@ def run_report(
     done = sum(r.status == "done" for r in runs)
     print(f"[report] {done} of {len(runs)} notebooks succeeded in {clock(time.time() - start)}; "
           f"report: {html}", flush=True)
-    set_language(previous_lang)
     return result
 
 

@@ -147,6 +147,8 @@ def test_a_language_without_a_catalog_is_refused_with_the_list(tmp_path, capsys)
     assert "--lang='de' is not available: the report's languages are en, ru" in capsys.readouterr().err
     with pytest.raises(ValueError, match="languages are en, ru"):
         run_report(out=tmp_path / "out", lang="de")
+    with pytest.raises(ValueError, match="--jobs"):  # a report that stops keeps no language
+        run_report(out=tmp_path / "out", lang="ru", jobs=0)
     with pytest.raises(ValueError, match="lang='fr'"):
         i18n.set_language("fr")
     assert not (tmp_path / "out").exists() and i18n.language() == "en"
