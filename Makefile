@@ -5,15 +5,22 @@ PYTHON ?= python3
 VENV ?= .venv
 TF_EXTRA ?= cpu
 PRESET ?= demo
+REPORT_LANG ?= en
 PY := $(VENV)/bin/python
 LAB5 := $(VENV)/bin/lab5
 # Two workers, one test file each (TensorFlow's tracing runs on one core): a long file holds a
 # worker, so split a file rather than let it grow past a few minutes.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
-.PHONY: install report demo test test-slow test-all bench lint clean
+.PHONY: install report demo test test-slow test-all bench lint clean messages
 
-install: $(VENV)/.installed
+# The report's languages (lab5_utils/locale/<lang>/LC_MESSAGES/lab5.po): compiled on install.
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard lab5_utils/locale/*/LC_MESSAGES/lab5.po))
+
+install: $(VENV)/.installed $(CATALOGS)
+
+%.mo: %.po $(VENV)/.installed
+	$(PY) -m lab5_utils.catalogs compile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 report: install  ## the whole lab: notebooks 01-04, LR sweep, figures/ and the HTML report
-	$(LAB5) report --preset $(PRESET) --jobs 2
+	$(LAB5) report --preset $(PRESET) --jobs 2 --lang $(REPORT_LANG)
 
 demo: install  ## both training stages on the demo preset, without notebooks
 	$(LAB5) train --stage transfer --preset demo
@@ -41,6 +48,11 @@ test-all: install  ## both tiers in one pytest run (what CI runs, in two steps)
 
 bench: install
 	$(LAB5) bench
+
+messages: install  ## after adding or changing a message: extract them all, merge into every .po
+	$(PY) -m lab5_utils.catalogs extract
+	$(PY) -m lab5_utils.catalogs update
+	$(PY) -m lab5_utils.catalogs check || echo "translate the entries listed above, then: make install"
 
 lint: install
 	$(VENV)/bin/ruff check lab5_utils tests

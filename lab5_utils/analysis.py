@@ -18,6 +18,7 @@ import pandas as pd
 from lab5_utils import stats
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import read_json
+from lab5_utils.i18n import _, num, pct
 from lab5_utils.sweep import SweepRun, finished_lr_runs
 
 RESULT_COLUMNS = [
@@ -152,7 +153,7 @@ def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFra
     from lab5_utils.history import load_history
 
     return {r["setting"]: load_history(Path(cfg.run_root) / r["run"])
-            for _, r in finished_finetunes(table).iterrows()}
+            for _i, r in finished_finetunes(table).iterrows()}
 
 
 def run_title(row: pd.Series) -> str:
@@ -165,8 +166,11 @@ def row_ci(row: pd.Series, split: str) -> str:
     """`41.00 % [95 % CI 34.4-47.9]`: a row's accuracy on `split` (val or test) with its interval."""
     value, low, high = (row[f"{split} {k} (%)"] for k in ("accuracy", "low", "high"))
     if pd.isna(value):
-        return "not measured"
-    return f"{value:.2f} %" + (f" [95 % CI {low:.1f}-{high:.1f}]" if pd.notna(low) else "")
+        return _("not measured")
+    if pd.isna(low):
+        return pct(value)
+    return _("{value} [95 % CI {low}-{high}]").format(value=pct(value), low=num(low, ".1f"),
+                                                       high=num(high, ".1f"))
 
 
 
@@ -195,21 +199,23 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     loaded; only the images shown are decoded again."""
     from lab5_utils import evaluate
 
-    runs = {"transfer": table[table["run"] == "transfer"].iloc[0]}
+    runs = {_("transfer"): table[table["run"] == "transfer"].iloc[0]}
     best = best_finetune(table)
     if best is not None:
-        runs[f"fine-tuned, {run_title(best)}"] = best
+        runs[_("fine-tuned, {run}").format(run=run_title(best))] = best
     class_names = read_json(Path(cfg.run_root) / "transfer" / "class_names.json")
     rows, details = [], {}
     for name, row in runs.items():
         predictions = evaluate.load_predictions(Path(cfg.run_root) / row["run"])
         result = evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
         details[name] = (result, predictions)
-        rows.append({"model": name, "chosen by": "validation", "epoch": int(row["best epoch"]),
-                     "validation accuracy (%)": row_ci(row, "val"),
-                     "test top-1 (%)": row_ci(row, "test"),
-                     "test top-5 (%)": f"{100 * result.top5:.2f}",
-                     "test loss": f"{result.loss:.3f}", "test images": f"{result.num_examples:,}"})
+        rows.append({_("model"): name, _("chosen by"): _("validation"),
+                     _("epoch"): int(row["best epoch"]),
+                     _("validation accuracy (%)"): row_ci(row, "val"),
+                     _("test top-1 (%)"): row_ci(row, "test"),
+                     _("test top-5 (%)"): num(100 * result.top5),
+                     _("test loss"): num(result.loss, ".3f"),
+                     _("test images"): num(result.num_examples, ",")})
     summary = pd.DataFrame(rows)
     names = list(runs)
     best_name = max(reversed(names), key=lambda n: runs[n]["val accuracy (%)"])  # ties: fine-tuned

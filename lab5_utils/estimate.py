@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from lab5_utils.config import LabConfig
+from lab5_utils.i18n import N_, _, num
 
 HEAVY_PRESETS = ("quick", "full")  # the presets that need a GPU
 STAGES = ("transfer", "finetune")
 FOOD101_TRAIN, FOOD101_CLASSES = 75_750, 101  # tfds `train`: 750 images a class
-SWITCH_RUNTIME = ("On Colab: Runtime > Change runtime type > Hardware accelerator: a GPU (T4 is "
-                  "in the free tier) > Save, then Run all again (with drive_dir on, finished "
-                  "runs and epochs are kept on Drive).")
+SWITCH_RUNTIME = N_("On Colab: Runtime > Change runtime type > Hardware accelerator: a GPU (T4 is "
+                    "in the free tier) > Save, then Run all again (with drive_dir on, finished "
+                    "runs and epochs are kept on Drive).")
 
 
 class CPURunRefused(RuntimeError):
@@ -46,9 +47,9 @@ class Hardware:
     def describe(self) -> str:
         where = " (Colab)" if self.on_colab else ""
         if self.gpus:
-            return (f"GPU: {', '.join(self.gpus)}{where}; {self.cpu_cores} CPU cores for the "
-                    "input pipeline")
-        return f"CPU only, {self.cpu_cores} cores, no GPU{where}"
+            return _("GPU: {gpus}{where}; {cores} CPU cores for the input pipeline").format(
+                gpus=", ".join(self.gpus), where=where, cores=self.cpu_cores)
+        return _("CPU only, {cores} cores, no GPU{where}").format(cores=self.cpu_cores, where=where)
 
 
 @dataclass
@@ -118,12 +119,12 @@ def estimate_stage(cfg: LabConfig, stage: str, timing: Timing, num_train: int,
 def duration(seconds: float) -> str:
     """`40 s`, `12 min`, `3.4 h`, `2.1 days`."""
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return _("{n} s").format(n=num(seconds, ".0f"))
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
+        return _("{n} min").format(n=num(seconds / 60, ".0f"))
     if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+        return _("{n} h").format(n=num(seconds / 3600, ".1f"))
+    return _("{n} days").format(n=num(seconds / 86400, ".1f"))
 
 
 def estimate_text(cfg: LabConfig, hardware: Hardware, timing: Timing,
@@ -159,12 +160,15 @@ def total_seconds(estimates: Sequence[StageEstimate], finetune_runs: int = 1) ->
 def cpu_warning(cfg: LabConfig, hardware: Hardware, seconds: float | None) -> str:
     """The warning for `quick`/`full` without a GPU: what it would cost, how to get a GPU, how
     to go on anyway."""
-    cost = (f"the `{cfg.preset_name}` preset would take about {duration(seconds)} here"
-            if seconds is not None else f"the `{cfg.preset_name}` preset would take days here")
-    where = " on this Colab runtime" if hardware.on_colab else ""
-    return (f"WARNING: no GPU found{where} ({hardware.cpu_cores} CPU cores): {cost}. {SWITCH_RUNTIME} "
-            "To train on this CPU anyway, set allow_cpu = True in the notebook's parameters "
-            "cell (lab5 train / lab5 report: --allow-cpu).")
+    cost = (_("the `{preset}` preset would take about {time} here").format(
+        preset=cfg.preset_name, time=duration(seconds)) if seconds is not None else
+        _("the `{preset}` preset would take days here").format(preset=cfg.preset_name))
+    return _("WARNING:") + " " + (
+        _("no GPU found on this Colab runtime ({cores} CPU cores): {cost}.") if hardware.on_colab
+        else _("no GPU found ({cores} CPU cores): {cost}.")).format(
+        cores=hardware.cpu_cores, cost=cost) + " " + _(SWITCH_RUNTIME) + " " + _(
+        "To train on this CPU anyway, set allow_cpu = True in the notebook's parameters cell "
+        "(lab5 train / lab5 report: --allow-cpu).")
 
 
 # --- the measurement ------------------------------------------------------------------------
@@ -280,7 +284,7 @@ def preflight(cfg: LabConfig, stages: str | Sequence[str] = STAGES, allow_cpu: b
         echo(f"[lab5] estimating the time of {', '.join(stages)}: timing a few batches per "
              "stage after tracing (tracing takes a while)")
         hardware, timing = measure_fn(cfg, stages, steps)
-        num_train, num_val, _ = split_sizes(cfg)
+        num_train, num_val, _num_test = split_sizes(cfg)
         estimates = [estimate_stage(cfg, s, timing, num_train, num_val) for s in stages]
         echo(estimate_text(cfg, hardware, timing, estimates, finetune_runs))
     else:
@@ -291,8 +295,9 @@ def preflight(cfg: LabConfig, stages: str | Sequence[str] = STAGES, allow_cpu: b
                               if estimates else None)
         echo(warning)
         if not allow_cpu:
-            raise CPURunRefused(warning.replace("WARNING: ", "", 1) + " Nothing was started.")
-        echo("[lab5] allow_cpu is set: training on the CPU as asked")
+            raise CPURunRefused(warning.removeprefix(_("WARNING:") + " ") + " "
+                                + _("Nothing was started."))
+        echo("[lab5] " + _("allow_cpu is set: training on the CPU as asked"))
     return estimates
 
 

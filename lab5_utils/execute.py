@@ -17,6 +17,7 @@ from pathlib import Path
 from lab5_utils.config import LabConfig
 from lab5_utils.export import export_html, first_line
 from lab5_utils.files import atomic_write_text
+from lab5_utils.i18n import _
 from lab5_utils.sweep import SweepRun
 from lab5_utils.tables import clock
 
@@ -49,7 +50,8 @@ def job(source: str, title: str) -> NotebookRun:
 def finetune_job(index: int, run: SweepRun) -> NotebookRun:
     """03 for one run of the sweep: `03_fine_tuning_lr=1e-04[_label_smoothing=0.1]`."""
     return NotebookRun(name=f"03_fine_tuning_{run.name.removeprefix('finetune_')}",
-                       source="03_fine_tuning", title=f"3.{index} Fine-tuning at {run.title}",
+                       source="03_fine_tuning",
+                       title=_("3.{index} Fine-tuning at {run}").format(index=index, run=run.title),
                        lr=run.lr, run=run)
 
 

@@ -9,7 +9,9 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import MIXING, LabConfig
+from lab5_utils.i18n import N_, _
 from lab5_utils.pipeline import decode, make_pipeline
+from lab5_utils.tables import split_rule_text
 
 
 def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[pd.Series, pd.DataFrame]:
@@ -28,20 +30,25 @@ def scan_examples(ds: Any, class_names: Sequence[str], max_scan: int) -> tuple[p
     return counts, sizes
 
 
+# data sources and weights, as shown
+_WORDS = (N_("synthetic"), N_("folder"), N_("food101"), N_("imagenet"), N_("calibrated"),
+          N_("None"))
+
+
 def data_summary(cfg: LabConfig, info: Any, scanned: int) -> pd.DataFrame:
     """What the dataset holds and how the model sees it."""
     rows = {
-        "source": info.source, "classes": info.num_classes,
-        "training images (fit)": info.num_train,
-        "validation images (choose epochs and learning rates)": info.num_val,
-        "test images (measured once per finished run)": info.num_test,
-        "how validation and test were chosen": info.split_rule,
-        "examples scanned for the charts": scanned,
-        "model input": f"{cfg.image_size} x {cfg.image_size} px, uint8 values 0..255",
-        "augmentations (training only)": ", ".join(cfg.augmentations) or "none",
-        "weights": str(cfg.weights),
+        _("source"): _(info.source), _("classes"): info.num_classes,
+        _("training images (fit)"): info.num_train,
+        _("validation images (choose epochs and learning rates)"): info.num_val,
+        _("test images (measured once per finished run)"): info.num_test,
+        _("how validation and test were chosen"): split_rule_text(info.split_rule),
+        _("examples scanned for the charts"): scanned,
+        _("model input"): _("{size} x {size} px, uint8 values 0..255").format(size=cfg.image_size),
+        _("augmentations (training only)"): ", ".join(map(_, cfg.augmentations)) or _("none"),
+        _("weights"): _(str(cfg.weights)),
     }
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+    return pd.DataFrame({_("value"): [str(v) for v in rows.values()]}, index=list(rows))
 
 
 def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[list, list[str]]:
@@ -59,12 +66,12 @@ def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, lis
     the `n` are instead the first `n` training images as one augmented, mixed batch."""
     first = ds.take(1)
     unmixed = [a for a in cfg.augmentations if a not in MIXING]  # validation ignores them all
-    original, _ = next(iter(make_pipeline(
+    original, _label = next(iter(make_pipeline(
         first, cfg.replace(batch_size=1, augmentations=unmixed), False, 1)))
     mixing = unmixed != cfg.augmentations
     shown = ds.take(n) if mixing else first.repeat(n)
     # the labels are not shown: any depth above the largest label will do for mixing
     depth = 1 + max(int(example[1]) for example in shown.as_numpy_iterator()) if mixing else None
     batch = make_pipeline(shown, cfg.replace(batch_size=n), True, n, one_hot_depth=depth)
-    images, _ = next(iter(batch))
+    images, _labels = next(iter(batch))
     return original.numpy()[0], list(images.numpy())

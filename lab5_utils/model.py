@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from lab5_utils import distribute, recipe
 from lab5_utils.config import LabConfig, parse_unfreeze
+from lab5_utils.i18n import _
 
 BASE_NAME = "efficientnetb0"
 
@@ -206,8 +207,8 @@ def parameter_table(model: keras.Model, unfreeze_mode: str) -> pd.DataFrame:
     """Trainable and frozen parameters with the base frozen and as fine-tuning unfreezes it
     (the model is left with its base frozen)."""
     rows = {}
-    for label, mode in (("transfer (base frozen)", "none"),
-                        (f"fine-tuning (unfreeze={unfreeze_mode})", unfreeze_mode)):
+    for label, mode in ((_("transfer (base frozen)"), "none"),
+                        (_("fine-tuning (unfreeze={mode})").format(mode=unfreeze_mode), unfreeze_mode)):
         counts = trainable_summary(unfreeze(model, mode))
         rows[label] = {**counts, "trainable (%)": round(100 * counts["trainable"] / counts["total"], 2)}
     freeze_base(model)

@@ -12,27 +12,35 @@ from lab5_utils import stats
 from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs, run_title
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
-from lab5_utils.tables import clock, p_equals
+from lab5_utils.i18n import _, ngettext, num, pct
+from lab5_utils.tables import clock, p_equals, split_rule_text
 
 
 def describe_run(metrics: dict, baseline: dict | None = None) -> str:
     """A sentence or two on one finished run, compared with `baseline` when given."""
     seconds = metrics.get("seconds_per_epoch")
-    text = (f"Best validation accuracy **{_pct(metrics['best_val_accuracy'])}** at epoch "
-            f"{metrics['best_epoch']} (epochs {metrics['first_epoch']}-{metrics['last_epoch']}), "
-            f"the model kept; final {_pct(metrics['final_val_accuracy'])} validation and "
-            f"{_pct(metrics['final_accuracy'])} training accuracy; "
-            f"{metrics['trainable_params']:,} trainable parameters; "
-            f"{'-' if seconds is None else f'{seconds:.1f} s'} per epoch.")
+    text = _("Best validation accuracy **{best}** at epoch {epoch} (epochs {first}-{last}), the "
+             "model kept; final {final_val} validation and {final_train} training accuracy; "
+             "{params} trainable parameters; {seconds} per epoch.").format(
+        best=pct(100 * metrics["best_val_accuracy"]), epoch=metrics["best_epoch"],
+        first=metrics["first_epoch"], last=metrics["last_epoch"],
+        final_val=pct(100 * metrics["final_val_accuracy"]),
+        final_train=pct(100 * metrics["final_accuracy"]), params=num(metrics["trainable_params"], ","),
+        seconds="-" if seconds is None else _("{seconds} s").format(seconds=num(seconds, ".1f")))
     if "test_accuracy" in metrics:
-        test = _with_ci(metrics["test_accuracy"], metrics["num_test"])
-        text += (f" The kept model's test accuracy: {test}"
-                 f" on {metrics['num_test']:,} test images (measured once; it chose nothing).")
+        n = metrics["num_test"]
+        text += " " + ngettext(
+            "The kept model's test accuracy: {test} on {n} test image (measured once; it chose "
+            "nothing).",
+            "The kept model's test accuracy: {test} on {n} test images (measured once; it chose "
+            "nothing).", n).format(test=_with_ci(metrics["test_accuracy"], n), n=num(n, ","))
     if baseline:
         change = 100 * (metrics["best_val_accuracy"] - baseline["best_val_accuracy"])
-        text += (f" The transfer model it starts from reached {_pct(baseline['best_val_accuracy'])}"
-                 f" validation accuracy: fine-tuning at lr={lr_label(metrics['learning_rate'])} "
-                 f"changed it by {change:+.2f} points (part 4 tests the change on the test split).")
+        text += " " + _("The transfer model it starts from reached {val} validation accuracy: "
+                        "fine-tuning at lr={lr} changed it by {change} points (part 4 tests the "
+                        "change on the test split).").format(
+            val=pct(100 * baseline["best_val_accuracy"]), lr=lr_label(metrics["learning_rate"]),
+            change=num(change, "+.2f"))
     return text
 
 
@@ -42,43 +50,46 @@ def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
     sweep of a setting, each value's against the first value's."""
     transfer = table[table["run"] == "transfer"].iloc[0]
     if transfer["status"] != "finished":
-        return "No finished transfer-learning run was found, so there is nothing to conclude yet."
-    parts = [f"Transfer learning (EfficientNet-B0 frozen, new head trained) kept its epoch "
-             f"{int(transfer['best epoch'])} by validation accuracy ({row_ci(transfer, 'val')}); "
-             f"on the {_images(transfer)} test images that model reaches "
-             f"**{row_ci(transfer, 'test')}**."]
+        return _("No finished transfer-learning run was found, so there is nothing to conclude yet.")
+    parts = [_("Transfer learning (EfficientNet-B0 frozen, new head trained) kept its epoch "
+               "{epoch} by validation accuracy ({val}); on the {images} test images that model "
+               "reaches **{test}**.").format(epoch=int(transfer["best epoch"]),
+                                             val=row_ci(transfer, "val"), images=_images(transfer),
+                                             test=row_ci(transfer, "test"))]
     best = best_finetune(table)
     done = finished_finetunes(table)
     swept = swept_setting(table)
-    what = "learning rate" if swept is None else f"value{'s' if len(done) > 1 else ''} of {swept}"
+    n = len(done)
+    what = (ngettext("{n} learning rate", "{n} learning rates", n) if swept is None else
+            ngettext("{n} value of {setting}", "{n} values of {setting}", n)).format(
+        n=n, setting=swept)
     if best is None:
-        parts.append("No fine-tuning run finished.")
+        parts.append(_("No fine-tuning run finished."))
     else:
-        n = len(done)
-        plural = "s" if n > 1 and swept is None else ""
-        parts.append(
-            f"Chosen on validation, fine-tuning at **{run_title(best)}** had the best validation "
-            f"accuracy of the {n} {what}{plural} that finished ({row_ci(best, 'val')} at epoch "
-            f"{int(best['best epoch'])}). " + _verdict_sentence(best))
-        close = [r for _, r in done.iterrows() if r["run"] != best["run"]
+        parts.append(_("Chosen on validation, fine-tuning at **{run}** had the best validation "
+                       "accuracy of the {what} that finished ({val} at epoch {epoch}).").format(
+            run=run_title(best), what=what, val=row_ci(best, "val"), epoch=int(best["best epoch"]))
+            + " " + _verdict_sentence(best))
+        close = [r for _r, r in done.iterrows() if r["run"] != best["run"]
                  and r["val accuracy (%)"] >= best["val low (%)"]]
         if close:
-            parts.append(
-                "Validation does not separate it clearly from "
-                + ", ".join(f"{r['setting']} ({r['val accuracy (%)']:.2f} %)" for r in close)
-                + ": their validation accuracies lie inside its 95 % interval.")
-        others = [f"{r['setting']}: {_change(r)}" for _, r in done.iterrows()
+            parts.append(_("Validation does not separate it clearly from {runs}: their validation "
+                           "accuracies lie inside its 95 % interval.").format(
+                runs=", ".join(f"{r['setting']} ({pct(r['val accuracy (%)'])})" for r in close)))
+        others = [f"{r['setting']}: {_change(r)}" for _r, r in done.iterrows()
                   if r["run"] != best["run"]]
         if others:
-            parts.append(f"The other {'learning rates' if swept is None else 'values'} on the "
-                         "test split: " + "; ".join(others) + ".")
+            parts.append((_("The other learning rates on the test split: {runs}.") if swept is None
+                          else _("The other values on the test split: {runs}.")).format(
+                runs="; ".join(others)))
         if swept is not None:
             parts.append(_against_first(done))
     finetune = table[table["run"] != "transfer"]
-    for _, r in finetune[finetune["status"] != "finished"].iterrows():
+    for _r, r in finetune[finetune["status"] != "finished"].iterrows():
         error = str(r["error"] or "").strip()
-        reason = error.splitlines()[0].rstrip(".") if error else "no finished run was found"
-        parts.append(f"{r['setting']} {r['status']}: {reason}.")
+        reason = error.splitlines()[0].rstrip(".") if error else _("no finished run was found")
+        parts.append(_("{run} {status}: {reason}.").format(run=r["setting"], status=_(r["status"]),
+                                                            reason=reason))
     if suggested_lr and best is not None and swept is None:
         parts.append(lr_suggestion_text(float(best["learning rate"]), float(suggested_lr)))
     return " ".join(p for p in parts if p)
@@ -96,14 +107,15 @@ def _against_first(done: pd.DataFrame) -> str:
     if done.empty:
         return ""
     first = done.iloc[0]
-    rows = [r for _, r in done.iloc[1:].iterrows()]
+    rows = [r for _r, r in done.iloc[1:].iterrows()]
     if not rows:
         return ""
-    items = [f"{r['setting']} not compared" if pd.isna(r["McNemar p vs first"]) else
-             f"{r['setting']} {r['test change vs first (points)']:+.2f} points "
-             f"({p_equals(r['McNemar p vs first'])}, {r['vs first']})" for r in rows]
-    return (f"Against the first value, {first['setting']}, on the same test images (McNemar's "
-            "exact test): " + "; ".join(items) + ".")
+    items = [_("{run} not compared").format(run=r["setting"]) if pd.isna(r["McNemar p vs first"])
+             else _("{run} {change} points ({p}, {verdict})").format(
+                 run=r["setting"], change=num(r["test change vs first (points)"], "+.2f"),
+                 p=p_equals(r["McNemar p vs first"]), verdict=_(r["vs first"])) for r in rows]
+    return _("Against the first value, {first}, on the same test images (McNemar's exact test): "
+             "{runs}.").format(first=first["setting"], runs="; ".join(items))
 
 
 def headline(table: pd.DataFrame) -> str:
@@ -112,13 +124,16 @@ def headline(table: pd.DataFrame) -> str:
     transfer = table[table["run"] == "transfer"].iloc[0]
     best = best_finetune(table)
     if transfer["status"] != "finished":
-        return "**No result yet:** the transfer-learning run did not finish."
+        return _("**No result yet:** the transfer-learning run did not finish.")
     if best is None:
-        lines = [f"**No fine-tuning run finished.** Transfer learning reaches "
-                 f"**{row_ci(transfer, 'test')}** on {_images(transfer)} test images."]
+        lines = [_("**No fine-tuning run finished.** Transfer learning reaches **{test}** on "
+                   "{images} test images.").format(test=row_ci(transfer, "test"),
+                                                   images=_images(transfer))]
     else:
-        lines = [f"**Validation chose fine-tuning at {run_title(best)}.** On {_images(best)} test "
-                 f"images it reaches **{row_ci(best, 'test')}**; " + _short_verdict(best, transfer)]
+        lines = [_("**Validation chose fine-tuning at {run}.** On {images} test images it reaches "
+                   "**{test}**;").format(run=run_title(best), images=_images(best),
+                                         test=row_ci(best, "test"))
+                 + " " + _short_verdict(best, transfer)]
     cost = sweep_cost(table)
     if cost:
         lines.append(cost)
@@ -126,14 +141,17 @@ def headline(table: pd.DataFrame) -> str:
 
 
 def _short_verdict(best: pd.Series, transfer: pd.Series) -> str:
+    base = pct(transfer["test accuracy (%)"])
     if pd.isna(best["McNemar p"]):
-        return (f"transfer learning reaches {transfer['test accuracy (%)']:.2f} % (not compared "
-                "image by image: saved test predictions are missing).")
+        return _("transfer learning reaches {test} (not compared image by image: saved test "
+                 "predictions are missing).").format(test=base)
     change = best["test change vs transfer (points)"]
     noise = best["vs transfer"] == "within noise"
-    word = "within noise" if noise else ("a significant gain" if change > 0 else "a significant loss")
-    return (f"{change:+.2f} points against transfer learning ({transfer['test accuracy (%)']:.2f} "
-            f"%): **{word}** (McNemar {p_equals(best['McNemar p'])}).")
+    word = (_("within noise") if noise else
+            _("a significant gain") if change > 0 else _("a significant loss"))
+    return _("{change} points against transfer learning ({test}): **{verdict}** (McNemar "
+             "{p}).").format(change=num(change, "+.2f"), test=base, verdict=word,
+                             p=p_equals(best["McNemar p"]))
 
 
 def sweep_cost(table: pd.DataFrame) -> str:
@@ -142,10 +160,11 @@ def sweep_cost(table: pd.DataFrame) -> str:
     if done.empty:
         return ""
     kinds = done["device"].fillna("").map(_device_kind)
-    spent = [f"{clock(done.loc[kinds == k, 'wall time (s)'].sum())} on the {k}"
-             for k in sorted(set(kinds))]
-    return (f"Training time: {len(done)} run{'s' if len(done) > 1 else ''}, "
-            + " and ".join(spent) + " (fit only: tracing, evaluation and notebooks not counted).")
+    spent = [_("{time} on the {device}").format(
+        time=clock(done.loc[kinds == k, "wall time (s)"].sum()), device=k) for k in sorted(set(kinds))]
+    runs = ngettext("{n} run", "{n} runs", len(done)).format(n=len(done))
+    return _("Training time: {runs}, {spent} (fit only: tracing, evaluation and notebooks not "
+             "counted).").format(runs=runs, spent=_(" and ").join(spent))
 
 
 def _device_kind(device: str) -> str:
@@ -157,83 +176,99 @@ def _device_kind(device: str) -> str:
 def _verdict_sentence(row: pd.Series) -> str:
     """What the chosen run's test accuracy says against the transfer model's."""
     if pd.isna(row["test accuracy (%)"]):
-        return "It has no test measurement, so there is no verdict."
-    text = f"On the test split it reaches **{row_ci(row, 'test')}**"
+        return _("It has no test measurement, so there is no verdict.")
+    text = _("On the test split it reaches **{test}**").format(test=row_ci(row, "test"))
     if pd.isna(row["McNemar p"]):
-        return text + ("; it cannot be compared with the transfer model image by image (their "
-                       "saved test predictions are missing or cover other images).")
+        return text + _("; it cannot be compared with the transfer model image by image (their "
+                        "saved test predictions are missing or cover other images).")
     change, p = row["test change vs transfer (points)"], row["McNemar p"]
     if row["vs transfer"] == "within noise":
-        outcome = ("the same test accuracy as" if change == 0 else
-                   f"{change:+.2f} points against") + " the transfer model, **within noise**"
+        outcome = (_("the same test accuracy as the transfer model, **within noise**")
+                   if change == 0 else
+                   _("{change} points against the transfer model, **within noise**").format(
+                       change=num(change, "+.2f")))
+    elif change > 0:
+        outcome = _("{change} points against the transfer model: fine-tuning **improved** test "
+                    "accuracy, significant at 5 %").format(change=num(change, "+.2f"))
     else:
-        outcome = (f"{change:+.2f} points against the transfer model: fine-tuning "
-                   f"**{'improved' if change > 0 else 'lowered'}** test accuracy, significant at 5 %")
-    return (text + f", {outcome} (McNemar's exact test on the {_images(row)} paired test images, "
-            f"{p_equals(p)}).")
+        outcome = _("{change} points against the transfer model: fine-tuning **lowered** test "
+                    "accuracy, significant at 5 %").format(change=num(change, "+.2f"))
+    return text + ", " + _("{outcome} (McNemar's exact test on the {images} paired test images, "
+                           "{p}).").format(outcome=outcome, images=_images(row), p=p_equals(p))
 
 
 def _change(row: pd.Series) -> str:
     if pd.isna(row["McNemar p"]):
-        return f"{row['test accuracy (%)']:.2f} %, not compared"
-    return (f"{row['test accuracy (%)']:.2f} % ({row['test change vs transfer (points)']:+.2f} "
-            f"points, {p_equals(row['McNemar p'])}, {row['vs transfer']})")
+        return _("{test}, not compared").format(test=pct(row["test accuracy (%)"]))
+    return _("{test} ({change} points, {p}, {verdict})").format(
+        test=pct(row["test accuracy (%)"]), change=num(row["test change vs transfer (points)"], "+.2f"),
+        p=p_equals(row["McNemar p"]), verdict=_(row["vs transfer"]))
 
 
 def _images(row: pd.Series) -> str:
-    return "-" if pd.isna(row["test images"]) else f"{int(row['test images']):,}"
+    return "-" if pd.isna(row["test images"]) else num(int(row["test images"]), ",")
 
 
 def _with_ci(fraction: float, images: int) -> str:
     low, high = stats.accuracy_interval(fraction, images)
-    return f"{_pct(fraction)} (95 % CI {100 * low:.1f}-{100 * high:.1f} %)"
+    return _("{value} (95 % CI {low}-{high} %)").format(
+        value=pct(100 * fraction), low=num(100 * low, ".1f"), high=num(100 * high, ".1f"))
 
 
 def lr_suggestion_text(best_lr: float, suggested_lr: float) -> str:
     """Whether the best swept LR is near (within a factor of 3 of) the range test's suggestion."""
     ratio = best_lr / suggested_lr
     near = abs(math.log10(ratio)) <= math.log10(3)
-    side = "above" if ratio > 1 else "below"
-    return (f"The LR range test suggested lr={lr_label(suggested_lr)}; the best swept learning "
-            f"rate, {lr_label(best_lr)}, is {'near' if near else 'not near'} it "
-            + ("(the same value)." if ratio == 1 else f"({max(ratio, 1 / ratio):.3g} times {side})."))
+    factor = num(max(ratio, 1 / ratio), ".3g")
+    where = (_("(the same value).") if ratio == 1 else
+             _("({factor} times above).") if ratio > 1 else _("({factor} times below)."))
+    return (_("The LR range test suggested lr={suggested}; the best swept learning rate, {best}, "
+              "is near it") if near else
+            _("The LR range test suggested lr={suggested}; the best swept learning rate, {best}, "
+              "is not near it")).format(suggested=lr_label(suggested_lr), best=lr_label(best_lr)
+                                        ) + " " + where.format(factor=factor)
 
 
 def memory_text(stages: dict[str, dict[str, float]] | None) -> str:
     """What fine-tuning adds in memory: the exact optimizer state of its extra trainable
     parameters, and what was measured during training (`resources.stage_means`)."""
     if stages is None:
-        return ("The memory of the two stages could not be compared (a stage was not measured, "
-                "or the two were measured differently).")
+        return _("The memory of the two stages could not be compared (a stage was not measured, "
+                 "or the two were measured differently).")
     t, f = stages["transfer"], stages["finetune"]
     extra_params = f["trainable_params"] - t["trainable_params"]
     extra_state = f["optimizer_state_mb"] - t["optimizer_state_mb"]
     measured = f["training_memory_mb"] - t["training_memory_mb"]
-    text = (f"Fine-tuning trains {f['trainable_params']:,.0f} parameters against transfer "
-            f"learning's {t['trainable_params']:,.0f}; gradients and the optimizer's two moment "
-            f"estimates (Adam or AdamW: 12 bytes per trained float32 weight) take "
-            f"{f['optimizer_state_mb']:.2f} MB against {t['optimizer_state_mb']:.2f} MB "
-            f"({extra_state:+.2f} MB, exact)" + _ema_text(f) + ". The training "
-            f"itself was measured at {f['training_memory_mb']:.0f} MB for fine-tuning and "
-            f"{t['training_memory_mb']:.0f} MB for transfer learning ({measured:+.0f} MB). ")
+    text = _("Fine-tuning trains {params} parameters against transfer learning's {base_params}; "
+             "gradients and the optimizer's two moment estimates (Adam or AdamW: 12 bytes per "
+             "trained float32 weight) take {state} MB against {base_state} MB ({extra} MB, "
+             "exact)").format(
+        params=num(f["trainable_params"], ",.0f"), base_params=num(t["trainable_params"], ",.0f"),
+        state=num(f["optimizer_state_mb"]), base_state=num(t["optimizer_state_mb"]),
+        extra=num(extra_state, "+.2f"))
+    text += _ema_text(f) + ". " + _(
+        "The training itself was measured at {tuned} MB for fine-tuning and {base} MB for "
+        "transfer learning ({change} MB).").format(
+        tuned=num(f["training_memory_mb"], ".0f"), base=num(t["training_memory_mb"], ".0f"),
+        change=num(measured, "+.0f")) + " "
     if extra_params <= 0:
-        return text + "Fine-tuning trains no more parameters here, so it needs no more state."
+        return text + _("Fine-tuning trains no more parameters here, so it needs no more state.")
     if measured >= extra_state:
-        return text + ("The measured increase covers the extra optimizer state; the rest is "
-                       "mostly activations kept for the backward pass through the unfrozen layers.")
+        return text + _("The measured increase covers the extra optimizer state; the rest is "
+                        "mostly activations kept for the backward pass through the unfrozen layers.")
     if measured > 0:
-        return text + ("The measured increase is smaller than the extra optimizer state alone: "
-                       "this measurement does not resolve the difference (allocators reuse memory "
-                       "freed earlier), so only the exact figure supports the claim.")
-    return text + ("The measurement shows no increase although the optimizer state grows: it "
-                   "does not resolve the difference on this device, so only the exact figure "
-                   "supports the claim that fine-tuning needs more memory.")
+        return text + _("The measured increase is smaller than the extra optimizer state alone: "
+                        "this measurement does not resolve the difference (allocators reuse memory "
+                        "freed earlier), so only the exact figure supports the claim.")
+    return text + _("The measurement shows no increase although the optimizer state grows: it "
+                    "does not resolve the difference on this device, so only the exact figure "
+                    "supports the claim that fine-tuning needs more memory.")
 
 
 def _ema_text(stage: dict[str, float]) -> str:
     ema = stage.get("ema_state_mb") or 0.0
-    return (f"; the EMA's averaged copy of those weights adds {ema:.2f} MB (4 bytes a weight)"
-            if ema > 0 else "")
+    return (_("; the EMA's averaged copy of those weights adds {ema} MB (4 bytes a weight)").format(
+        ema=num(ema)) if ema > 0 else "")
 
 
 def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -242,28 +277,32 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
 
     folder = project_root() / "references" / "original_lab5"
     original, problems = summarize_runs(sorted(folder.glob("*")))
-    original.insert(0, "source", "original lab 5")
-    mine, _ = summarize_runs(run_dirs(cfg, table))
-    mine.insert(0, "source", "this project")
+    original.insert(0, "source", _("original lab 5"))
+    mine, _problems = summarize_runs(run_dirs(cfg, table))
+    mine.insert(0, "source", _("this project"))
     both = pd.concat([original, mine], ignore_index=True)
     if original.empty:
-        return both, f"The original lab's logs could not be read ({'; '.join(problems)})."
+        return both, _("The original lab's logs could not be read ({problems}).").format(
+            problems="; ".join(problems))
     is_transfer = original["run"].str.contains("augmentation")
     start = original.loc[is_transfer, "final_val_accuracy"].iloc[0]
     peak = original.loc[~is_transfer, "best_val_accuracy"].max()
-    text = (f"The original lab went from {start:.2f} % (end of transfer learning) to at best "
-            f"{peak:.2f} % after fine-tuning ({peak - start:+.2f} points).")
+    text = _("The original lab went from {start} (end of transfer learning) to at best {peak} "
+             "after fine-tuning ({change} points).").format(
+        start=pct(start), peak=pct(peak), change=num(peak - start, "+.2f"))
     best = best_finetune(table)
     transfer = table[table["run"] == "transfer"].iloc[0]
     if best is not None and transfer["status"] == "finished":
         change = best["val accuracy (%)"] - transfer["val accuracy (%)"]
-        text += (f" This project's validation accuracy (the original reported no separate "
-                 f"test split) went from {transfer['val accuracy (%)']:.2f} % to "
-                 f"{best['val accuracy (%)']:.2f} % ({change:+.2f} points, "
-                 f"{run_title(best)}); its test accuracies are above.")
+        text += " " + _("This project's validation accuracy (the original reported no separate "
+                        "test split) went from {start} to {end} ({change} points, {run}); its "
+                        "test accuracies are above.").format(
+            start=pct(transfer["val accuracy (%)"]), end=pct(best["val accuracy (%)"]),
+            change=num(change, "+.2f"), run=run_title(best))
     if cfg.weights != "imagenet":
-        text += (f" This run used weights={cfg.weights!r} on the {cfg.dataset!r} dataset, not "
-                 "ImageNet weights on Food-101: its numbers cannot be compared with the original's.")
+        text += " " + _("This run used weights={weights} on the {dataset} dataset, not ImageNet "
+                        "weights on Food-101: its numbers cannot be compared with the "
+                        "original's.").format(weights=repr(cfg.weights), dataset=repr(cfg.dataset))
     return both, text
 
 
@@ -272,38 +311,47 @@ def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
     bullets): the parts that depend on settings are read from `cfg` and the runs."""
     soft = [_soft_targets(read_json(d / "config.json")) for d in run_dirs(cfg, table)
             if (d / "config.json").is_file()] or [_soft_targets(cfg.to_dict())]
-    labels = ("integers 0..C-1, turned into one-hot targets of depth C inside the pipeline for "
-              "label smoothing or mixup/cutmix" if all(soft) else
-              "integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong"
-              if not any(soft) else "integers 0..C-1: a sparse cross-entropy, or one-hot "
-              "targets of depth C made from them in the runs with label smoothing or mixing")
+    labels = (_("integers 0..C-1, turned into one-hot targets of depth C inside the pipeline for "
+                "label smoothing or mixup/cutmix") if all(soft) else
+              _("integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong")
+              if not any(soft) else _("integers 0..C-1: a sparse cross-entropy, or one-hot "
+                                      "targets of depth C made from them in the runs with label "
+                                      "smoothing or mixing"))
     transfer = run_dirs(cfg, table[table["run"] == "transfer"])
     rule = read_json(transfer[0] / "metrics.json").get("split_rule") if transfer else None
-    split = (f"the splits are fixed before training ({rule}), and the training split is "
-             "reshuffled every epoch" if rule else "the transfer run was not found")
+    split = (_("the splits are fixed before training ({rule}), and the training split is "
+               "reshuffled every epoch").format(rule=split_rule_text(rule)) if rule
+             else _("the transfer run was not found"))
     done = finished_finetunes(table)
     swept = swept_setting(table)
     if done.empty:
-        rates = "no fine-tuning run finished"
+        rates = _("no fine-tuning run finished")
     elif swept is None:
         lrs = sorted(done["learning rate"])
-        rates = ("this report fine-tunes at " + (f"lr={lr_label(lrs[0])}" if len(lrs) == 1 else
-                 f"{len(lrs)} learning rates from {lr_label(lrs[-1])} down to {lr_label(lrs[0])}")
-                 + ", with the configured schedule, and the report shows what each one moved")
+        rates = (_("this report fine-tunes at lr={lr}, with the configured schedule, and the "
+                   "report shows what each one moved").format(lr=lr_label(lrs[0]))
+                 if len(lrs) == 1 else
+                 _("this report fine-tunes at {n} learning rates from {high} down to {low}, with "
+                   "the configured schedule, and the report shows what each one moved").format(
+                     n=len(lrs), high=lr_label(lrs[-1]), low=lr_label(lrs[0])))
     else:
-        rates = (f"this report fine-tunes at lr={lr_label(done['learning rate'].iloc[0])} and "
-                 f"varies {swept}; `lab5 report --lrs ...` sweeps learning rates")
+        rates = _("this report fine-tunes at lr={lr} and varies {setting}; `lab5 report --lrs ...` "
+                  "sweeps learning rates").format(lr=lr_label(done["learning rate"].iloc[0]),
+                                                  setting=swept)
     return "\n".join([
-        "* **Double normalisation.** The original divided pixels by 255 (and normalised them) "
-        "before Keras' EfficientNet, which rescales and normalises its input itself. Here the "
-        "pixels enter the model as uint8 0..255 and are normalised once, by the model.",
-        "* **Shifted labels.** The original turned labels into 1..101 and one-hot encoded them "
-        f"with depth 101, so one class had an all-zero target. Here labels are {labels}.",
-        "* **Unshuffled split.** The original cut its validation set from the training stream "
-        f"with `take`/`skip` without shuffling first. Here {split}.",
-        "* **Fine-tuning learning rates far too low.** With Adam, 1e-7 and 1e-8 move the "
-        f"weights so little that fine-tuning could not change anything. Here {rates}; "
-        "`--lrs auto` adds the LR range test's suggestion.",
+        "* " + _("**Double normalisation.** The original divided pixels by 255 (and normalised "
+                 "them) before Keras' EfficientNet, which rescales and normalises its input "
+                 "itself. Here the pixels enter the model as uint8 0..255 and are normalised "
+                 "once, by the model."),
+        "* " + _("**Shifted labels.** The original turned labels into 1..101 and one-hot "
+                 "encoded them with depth 101, so one class had an all-zero target. Here labels "
+                 "are {labels}.").format(labels=labels),
+        "* " + _("**Unshuffled split.** The original cut its validation set from the training "
+                 "stream with `take`/`skip` without shuffling first. Here {split}.").format(
+            split=split),
+        "* " + _("**Fine-tuning learning rates far too low.** With Adam, 1e-7 and 1e-8 move the "
+                 "weights so little that fine-tuning could not change anything. Here {rates}; "
+                 "`--lrs auto` adds the LR range test's suggestion.").format(rates=rates),
     ])
 
 
@@ -311,7 +359,3 @@ def _soft_targets(config: dict) -> bool:
     """Whether a run's config (`config.json`) trained on one-hot targets."""
     return (config.get("label_smoothing") or 0) > 0 or bool(
         {"mixup", "cutmix"} & set(config.get("augmentations", [])))
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.2f} %"

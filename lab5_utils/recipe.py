@@ -16,6 +16,7 @@ import keras
 import pandas as pd
 
 from lab5_utils.config import MIXING, LabConfig, lr_label
+from lab5_utils.i18n import N_, _, ngettext, num
 
 BACKUP_WEIGHTS = "latest.weights.h5"  # what BackupAndRestore restores from its folder
 
@@ -160,37 +161,52 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
     transfer = stage == "transfer"
     lr = cfg.learning_rate if transfer else cfg.finetune_learning_rate
     epochs = cfg.transfer_epochs if transfer else cfg.finetune_epochs
-    decayed = "no decay"
+    decayed = _("no decay")
     if cfg.optimizer == "adamw":
-        spared = "BatchNorm, biases" + ("" if cfg.decay_head else ", the head")
-        decayed = f"weight_decay={cfg.weight_decay:g}; not decayed: {spared}"
-    mixing = [f"{a} (alpha {r[a + '_alpha']:g})" for a in MIXING if a in cfg.augmentations]
+        spared = _("BatchNorm, biases") if cfg.decay_head else _("BatchNorm, biases, the head")
+        decayed = _("weight_decay={decay}; not decayed: {spared}").format(
+            decay=num(cfg.weight_decay, "g"), spared=spared)
+    mixing = [_("{name} (alpha {alpha})").format(name=a, alpha=num(r[a + "_alpha"], "g"))
+              for a in MIXING if a in cfg.augmentations]
+    labels = _("one-hot") if r["labels"] == "one-hot" else _("integer")
     rows = [
-        ("learning rate", f"{lr_label(lr)}, {cfg.schedule} schedule, {epochs} epoch(s)",
-         "the step size; the schedule lowers it over the stage"),
-        ("what trains", "the head (the base is frozen)" if transfer else
-         f"unfreeze={cfg.unfreeze} (BatchNorm stays frozen)", "the weights the optimizer moves"),
-        ("loss", f"cross-entropy, label_smoothing={cfg.label_smoothing:g} ({r['labels']} labels)",
-         "smoothing: targets 1-e+e/C on the true class and e/C on the others (e = smoothing, "
-         "C = classes), so the model is not pushed to certainty" if cfg.label_smoothing else
-         "plain cross-entropy on the true class"),
-        ("optimizer", f"{'AdamW' if cfg.optimizer == 'adamw' else 'Adam'}, {decayed}",
-         "decoupled weight decay shrinks weights towards 0 at every step (lr x decay)"
-         if cfg.optimizer == "adamw" else "adaptive steps, no regularisation of the weights"),
-        ("weight averaging", f"EMA, momentum {cfg.ema_momentum:g}" if cfg.ema else "off",
-         "validation, best.keras and the test use the moving average of the weights"
-         if cfg.ema else "the weights are used as trained"),
-        ("augmentation", _augmentation_text(cfg), "training images only; validation and test "
-         "images are never augmented"),
-        ("mixing images", "; ".join(mixing) or "off", "each training image is blended with "
-         "(mixup) or pasted into (cutmix) another image of its batch, labels mixed alike; "
-         "with both on, each batch gets one of the two" if mixing else "–"),
-        ("test time", f"{'flip TTA' if cfg.tta == 'flip' else 'one pass'} at "
-         f"{r['test_image_size']} px (training: {cfg.image_size} px)",
-         "the test split only: validation (which chooses the epoch) is one pass at "
-         f"{cfg.image_size} px"),
+        (_("learning rate"), ngettext("{lr}, {schedule} schedule, {n} epoch(s)",
+                                      "{lr}, {schedule} schedule, {n} epoch(s)", epochs).format(
+            lr=lr_label(lr), schedule=_(cfg.schedule), n=epochs),
+         _("the step size; the schedule lowers it over the stage")),
+        (_("what trains"), _("the head (the base is frozen)") if transfer else
+         _("unfreeze={unfreeze} (BatchNorm stays frozen)").format(unfreeze=cfg.unfreeze),
+         _("the weights the optimizer moves")),
+        (_("loss"), _("cross-entropy, label_smoothing={smoothing} ({labels} labels)").format(
+            smoothing=num(cfg.label_smoothing, "g"), labels=labels),
+         _("smoothing: targets 1-e+e/C on the true class and e/C on the others (e = smoothing, "
+           "C = classes), so the model is not pushed to certainty") if cfg.label_smoothing else
+         _("plain cross-entropy on the true class")),
+        (_("optimizer"), f"{'AdamW' if cfg.optimizer == 'adamw' else 'Adam'}, {decayed}",
+         _("decoupled weight decay shrinks weights towards 0 at every step (lr x decay)")
+         if cfg.optimizer == "adamw" else _("adaptive steps, no regularisation of the weights")),
+        (_("weight averaging"), _("EMA, momentum {momentum}").format(
+            momentum=num(cfg.ema_momentum, "g")) if cfg.ema else _("off"),
+         _("validation, best.keras and the test use the moving average of the weights")
+         if cfg.ema else _("the weights are used as trained")),
+        (_("augmentation"), _augmentation_text(cfg), _("training images only; validation and "
+                                                       "test images are never augmented")),
+        (_("mixing images"), "; ".join(mixing) or _("off"), _(
+            "each training image is blended with (mixup) or pasted into (cutmix) another image "
+            "of its batch, labels mixed alike; with both on, each batch gets one of the two")
+         if mixing else "–"),
+        (_("test time"), (_("flip TTA at {size} px (training: {train} px)") if cfg.tta == "flip"
+                          else _("one pass at {size} px (training: {train} px)")).format(
+            size=r["test_image_size"], train=cfg.image_size),
+         _("the test split only: validation (which chooses the epoch) is one pass at {size} "
+           "px").format(size=cfg.image_size)),
     ]
-    return pd.DataFrame(rows, columns=["part", "setting", "what it does"])
+    return pd.DataFrame(rows, columns=[_("part"), _("setting"), _("what it does")])
+
+
+# augmentations and schedules, as shown
+_WORDS = (N_("flip"), N_("crop"), N_("rotation"), N_("zoom"), N_("contrast"), N_("constant"),
+          N_("cosine"), N_("exponential"), N_("plateau"))
 
 
 def _augmentation_text(cfg: LabConfig) -> str:
@@ -198,10 +214,11 @@ def _augmentation_text(cfg: LabConfig) -> str:
     for name in cfg.augmentations:
         if name == "crop":
             lo, hi = cfg.crop_scale
-            parts.append(f"crop ({lo:.0%}-{hi:.0%} of the area)")
+            parts.append(_("crop ({low}-{high} of the area)").format(
+                low=num(lo, ".0%"), high=num(hi, ".0%")))
         elif name == "randaugment":
-            parts.append(f"randaugment ({cfg.randaugment_ops} ops, factor "
-                         f"{cfg.randaugment_factor:g})")
+            parts.append(_("randaugment ({ops} ops, factor {factor})").format(
+                ops=cfg.randaugment_ops, factor=num(cfg.randaugment_factor, "g")))
         elif name not in MIXING:
-            parts.append(name)
-    return ", ".join(parts) or "none"
+            parts.append(_(name))
+    return ", ".join(parts) or _("none")

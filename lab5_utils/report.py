@@ -30,6 +30,7 @@ from lab5_utils.export import (
     intro_markdown,
 )
 from lab5_utils.files import atomic_write_text, project_root, read_json
+from lab5_utils.i18n import _, check_language, in_language, languages
 from lab5_utils.narrative import headline
 from lab5_utils.sweep import DEFAULT_LRS, SweepRun, parse_lrs, parse_sweep, sweep_runs, value_text
 from lab5_utils.tables import clock
@@ -58,11 +59,12 @@ class ReportResult:
         return 1 if self.failed else 0
 
 
+@in_language  # `lang`: checked before anything runs; titles, headline and export in it
 def run_report(
     preset: str = "demo", lrs: Iterable[Any] | None = None, settings: Iterable[str] = (),
     out: str | Path | None = None, force: bool = False, jobs: int = 1, hide_code: bool = True,
     figures_dir: str | Path | None = None, lr_steps: int = 100, allow_cpu: bool = False,
-    estimate_steps: int = 5, sweep: str | None = None,
+    estimate_steps: int = 5, sweep: str | None = None, lang: str = "en",
 ) -> ReportResult:
     """Execute 01 and 02 once, 03 once per run of the sweep and then 04 with papermill, and export
     them to `<out>/lab5_report.html`. A failed notebook does not stop the others. Finished runs
@@ -73,7 +75,8 @@ def run_report(
     `estimate_steps` batches per stage); without a GPU the sweep stops unless `allow_cpu`.
     The sweep: one run per learning rate of `lrs` (default `DEFAULT_LRS`), or with `sweep`
     ("KEY=V1,V2") one run per value at the single learning rate of `lrs` (default the preset's
-    `finetune_learning_rate`); every run starts from the same transfer run."""
+    `finetune_learning_rate`); every run starts from the same transfer run. `lang` is the
+    report's language (`i18n.languages()`), passed to every notebook."""
     start = time.time()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs={jobs!r} is not valid: expected an integer >= 1.")
@@ -102,15 +105,15 @@ def run_report(
                    settings)
     # drive_dir None: --out and --figures say where everything goes (no Drive mount in a kernel)
     common = {"preset": preset, "settings": settings, "run_root": cfg.run_root,
-              "figures_dir": str(figures), "drive_dir": None}
+              "figures_dir": str(figures), "drive_dir": None, "lang": lang}
     training_params = {"allow_cpu": allow_cpu, "estimate_steps": 0}  # estimated above
     executor = NotebookExecutor(cfg, out, sources, figures, start, jobs, reuse=not force)
     swept = (f"{key} = {', '.join(map(value_text, values))} at lr={lr_label(lr_list[0])}" if key
              else "learning rates " + ", ".join([lr_label(x) for x in lr_list] + ["auto"] * auto))
     print(f"[report] preset {preset}, {swept}; output {out}", flush=True)
     suggested, finder_csv = None, None
-    first = executor.submit(job("01_data_exploration", "1. Data exploration"), common)
-    transfer = executor.submit(job("02_transfer_learning", "2. Transfer learning"),
+    first = executor.submit(job("01_data_exploration", _("1. Data exploration")), common)
+    transfer = executor.submit(job("02_transfer_learning", _("2. Transfer learning")),
                             common | training_params | {"force": force})
     transfer_ok = transfer.result().status == "done"
     if transfer_ok and auto:
@@ -127,14 +130,15 @@ def run_report(
     failed = {r.run.name: r.error for r in runs if r.run is not None and r.status != "done"}
     params = {"lrs": lr_list, "swept": {"key": key, "values": values} if key else None,
               "failed": failed, "suggested_lr": suggested, "lr_finder_csv": finder_csv}
-    runs.append(executor.submit(job("04_analysis", "4. Analysis"), common | params, skip).result())
+    runs.append(executor.submit(job("04_analysis", _("4. Analysis")), common | params, skip).result())
     runs += executor.extra
     table = results_table(cfg, plan, failed)
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     combined = combine_notebooks(runs, intro_markdown(preset, cfg, hide_code), hide_code,
                                  glance=headline(table), contents=contents_markdown(runs))
     html = atomic_write_text(out / REPORT_NAME,
-                             export_html(combined, hide_code, f"Lab 5 report ({preset})"))
+                             export_html(combined, hide_code,
+                                         _("Lab 5 report ({preset})").format(preset=preset)))
     result = ReportResult(out, html, runs, suggested, table)
     summary = {"preset": preset, "report": html, "suggested_lr": suggested, "ok": not result.failed,
                "notebooks": [asdict(r) for r in runs]}
@@ -203,7 +207,7 @@ def _auto_lr(cfg: LabConfig, out: Path, force: bool, steps: int, sweep: Notebook
     try:
         result = training.lr_range_test(cfg, "finetune", steps)
     except Exception as err:  # the sweep goes on with the LRs it was given
-        failed = job("lr_range_test", "LR range test")
+        failed = job("lr_range_test", _("LR range test"))
         failed.status, failed.error = "failed", error_text(err)
         sweep.extra.append(failed)
         sweep.progress(f"LR range test FAILED: {failed.error}")
@@ -257,15 +261,25 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-cpu", action="store_true",
                         help="quick/full: go on without a GPU (by default the sweep stops after "
                              "the time estimate with a warning)")
+    parser.add_argument("--lang", default="en", type=_language,
+                        help="the report's language: " + ", ".join(languages()) + " (default: en)")
     # Let `--lrs -1e-4` reach the validation (argparse would take it for an option).
     parser._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _language(text: str) -> str:
+    try:
+        return check_language(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the sweep; 0 when every notebook succeeded, 1 otherwise."""
     result = run_report(args.preset, args.lrs, args.settings, args.out, args.force, args.jobs,
                         hide_code=not args.show_code, figures_dir=args.figures,
-                        lr_steps=args.lr_steps, allow_cpu=args.allow_cpu, sweep=args.sweep)
+                        lr_steps=args.lr_steps, allow_cpu=args.allow_cpu, sweep=args.sweep,
+                        lang=args.lang)
     return result.exit_code
 
 

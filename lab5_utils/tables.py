@@ -7,24 +7,47 @@ strings to display; nothing here computes a result.
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from lab5_utils.config import lr_label
+from lab5_utils.i18n import N_, _, localize, num
 
 DASH = "–"
 FEW_CLASSES = 20  # up to this many classes, one sorted table; more: the 10 best and 10 worst
+# Words the code keeps in its tables (statuses, verdicts, splits), translated where shown.
+WORDS = (N_("finished"), N_("failed"), N_("missing"), N_("within noise"),
+         N_("significant at 5 %"), N_("not paired"), N_("validation"), N_("test"),
+         N_("transfer learning"), N_("unavailable"), N_("RSS peak during training"),
+         N_("GPU peak during training"), N_("default"), N_("transfer"), N_("finetune"))
+# How `data` words a split rule (metrics.json keeps it in English), part by part.
+_RULES = (
+    (r"three generated sets \(seeds (?P<seeds>.+)\)", N_("three generated sets (seeds {seeds})")),
+    (r"validation: tfds (?P<split>.+) \(seeded hold-out of tfds train\)",
+     N_("validation: tfds {split} (seeded hold-out of tfds train)")),
+    (r"test: tfds validation \(Food-101's official test set\)",
+     N_("test: tfds validation (Food-101's official test set)")),
+    (r"(?P<name>\w+): (?P<share>\d+)% of each class of (?P<folder>.+) \(seed (?P<seed>\d+)\)",
+     N_("{name}: {share} % of each class of {folder} (seed {seed})")),
+    (r"(?P<name>\w+): (?P<folder>.+)", N_("{name}: {folder}")),
+)
 
 
 def cell(value: Any, spec: str | Callable[[Any], str] = "{}") -> str:
-    """`value` formatted by `spec` (a format string or a function), or `–` when it is missing."""
+    """`value` formatted by `spec` (a format string or a function), or `–` when it is missing;
+    numbers in the report language's form."""
     if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
         return DASH
     if isinstance(value, str) and not value.strip():
         return DASH
-    return spec(value) if callable(spec) else spec.format(value)
+    if callable(spec):
+        return spec(value)
+    text = spec.format(value)
+    return localize(text) if isinstance(value, numbers.Number) else text
 
 
 def view(table: pd.DataFrame, columns: dict[str, tuple[str, str | Callable[[Any], str]]]
@@ -34,14 +57,35 @@ def view(table: pd.DataFrame, columns: dict[str, tuple[str, str | Callable[[Any]
                          for name, (header, spec) in columns.items() if name in table.columns})
 
 
+def word(value: Any) -> str:
+    """A word the code keeps (`finished`, `within noise`) in the report's language."""
+    return _(str(value))
+
+
+def split_rule_text(rule: str) -> str:
+    """A split rule from `data` (`validation: ...; test: ...`) in the report's language."""
+    parts = []
+    for part in str(rule).split("; "):
+        for pattern, message in _RULES:
+            found = re.fullmatch(pattern, part)
+            if found:
+                fields = found.groupdict()
+                if "name" in fields:
+                    fields["name"] = _(fields["name"])
+                part = _(message).format(**fields)
+                break
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def p_value(p: float) -> str:
     """A p-value as the report prints it: `0.570`, `1.000`, `< 0.001`."""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "< " + num(0.001, ".3f") if p < 0.001 else num(p, ".3f")
 
 
 def p_equals(p: float) -> str:
     """`p = 0.570` or `p < 0.001`, for sentences."""
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return "p " + ("< " if p < 0.001 else "= ") + p_value(p).removeprefix("< ")
 
 
 def clock(seconds: float) -> str:
@@ -56,29 +100,31 @@ def lr_text(value: Any) -> str:
 
 
 def yes_no(value: Any) -> str:
-    return "yes" if bool(value) else "no"
+    return _("yes") if bool(value) else _("no")
 
 
 def results_view(table: pd.DataFrame) -> pd.DataFrame:
     """`analysis.results_table` for reading: accuracies with their 95 % intervals, signed
     changes, p-values to 3 decimals."""
     shown = table.assign(
-        val=[_with_interval(r, "val") for _, r in table.iterrows()],
-        test=[_with_interval(r, "test") for _, r in table.iterrows()])
+        val=[_with_interval(r, "val") for _r, r in table.iterrows()],
+        test=[_with_interval(r, "test") for _r, r in table.iterrows()],
+        setting=[_(s) if r == "transfer" else s for r, s in zip(table["run"], table["setting"])])
     columns = {
-        "setting": ("run", "{}"), "learning rate": ("learning rate", lr_text),
-        "status": ("status", "{}"), "best epoch": ("best epoch", "{:d}"),
-        "val": ("validation accuracy (%) [95 % CI]", "{}"),
-        "test": ("test accuracy (%) [95 % CI]", "{}"),
-        "test change vs transfer (points)": ("test change vs transfer (points)", "{:+.2f}"),
-        "McNemar p": ("McNemar p", p_value), "vs transfer": ("vs transfer", "{}"),
+        "setting": (_("run"), "{}"), "learning rate": (_("learning rate"), lr_text),
+        "status": (_("status"), word), "best epoch": (_("best epoch"), "{:d}"),
+        "val": (_("validation accuracy (%) [95 % CI]"), "{}"),
+        "test": (_("test accuracy (%) [95 % CI]"), "{}"),
+        "test change vs transfer (points)": (_("test change vs transfer (points)"), "{:+.2f}"),
+        "McNemar p": (_("McNemar p"), p_value), "vs transfer": (_("vs transfer"), word),
     }
     if table["vs first"].notna().any():
-        columns |= {"test change vs first (points)": ("test change vs first value (points)", "{:+.2f}"),
-                    "McNemar p vs first": ("McNemar p vs first value", p_value),
-                    "vs first": ("vs first value", "{}")}
-    columns |= {"trainable params": ("trainable parameters", "{:,}"),
-                "seconds / epoch": ("seconds per epoch", "{:.1f}"), "error": ("error", "{}")}
+        columns |= {
+            "test change vs first (points)": (_("test change vs first value (points)"), "{:+.2f}"),
+            "McNemar p vs first": (_("McNemar p vs first value"), p_value),
+            "vs first": (_("vs first value"), word)}
+    columns |= {"trainable params": (_("trainable parameters"), "{:,}"),
+                "seconds / epoch": (_("seconds per epoch"), "{:.1f}"), "error": (_("error"), "{}")}
     return view(shown.astype(object).where(shown.notna(), None), columns)
 
 
@@ -86,22 +132,26 @@ def _with_interval(row: pd.Series, split: str) -> str | None:
     value, low, high = (row[f"{split} {k} (%)"] for k in ("accuracy", "low", "high"))
     if pd.isna(value):
         return None
-    return f"{value:.2f} [{low:.1f}, {high:.1f}]" if pd.notna(low) else f"{value:.2f}"
+    if pd.isna(low):
+        return num(value)
+    return _("{value} [{low}, {high}]").format(value=num(value), low=num(low, ".1f"),
+                                                high=num(high, ".1f"))
 
 
 def resources_view(table: pd.DataFrame) -> pd.DataFrame:
     """`resources.resource_table` with headers in words and units."""
     return view(table.astype(object).where(table.notna(), None), {
-        "run": ("run", "{}"), "stage": ("stage", "{}"), "learning_rate": ("learning rate", lr_text),
-        "trainable_params": ("trainable parameters", lambda v: f"{int(v):,}"),
-        "optimizer_state_mb": ("optimizer state (MB)", "{:.1f}"),
-        "ema_state_mb": ("EMA copy (MB)", "{:.1f}"),
-        "training_memory_mb": ("training memory (MB)", "{:.0f}"),
-        "memory_kind": ("memory measured", "{}"),
-        "seconds_per_epoch": ("seconds per epoch", "{:.1f}"),
-        "train_images_per_s": ("training images/s", "{:.1f}"),
-        "jit_compile": ("XLA", yes_no), "steps_per_execution": ("steps per execution", "{}"),
-        "distribution": ("distribution", "{}"), "replicas": ("replicas", "{}"),
+        "run": (_("run"), "{}"), "stage": (_("stage"), word),
+        "learning_rate": (_("learning rate"), lr_text),
+        "trainable_params": (_("trainable parameters"), lambda v: num(int(v), ",")),
+        "optimizer_state_mb": (_("optimizer state (MB)"), "{:.1f}"),
+        "ema_state_mb": (_("EMA copy (MB)"), "{:.1f}"),
+        "training_memory_mb": (_("training memory (MB)"), "{:.0f}"),
+        "memory_kind": (_("memory measured"), word),
+        "seconds_per_epoch": (_("seconds per epoch"), "{:.1f}"),
+        "train_images_per_s": (_("training images/s"), "{:.1f}"),
+        "jit_compile": (_("XLA"), yes_no), "steps_per_execution": (_("steps per execution"), "{}"),
+        "distribution": (_("distribution"), word), "replicas": (_("replicas"), "{}"),
     })
 
 
@@ -110,36 +160,39 @@ def class_views(per_class: pd.DataFrame, n: int = 10) -> list[tuple[str, pd.Data
     `FEW_CLASSES`; else the `n` best and the `n` worst. [(title, table)]."""
     valid = per_class.dropna(subset=["accuracy"])
     ranked = valid.sort_values(["accuracy", "class"], ascending=[False, True])
-    columns = {"class": ("class", "{}"), "accuracy": ("test accuracy (%)", lambda v: f"{100 * v:.1f}"),
-               "correct": ("right", "{:d}"), "support": ("test images", "{:d}")}
+    columns = {"class": (_("class"), "{}"),
+               "accuracy": (_("test accuracy (%)"), lambda v: num(100 * v, ".1f")),
+               "correct": (_("right"), "{:d}"), "support": (_("test images"), "{:d}")}
     if len(valid) <= FEW_CLASSES:
-        return [(f"All {len(valid)} classes, best first", view(ranked, columns))]
+        return [(_("All {n} classes, best first").format(n=len(valid)), view(ranked, columns))]
     worst = valid.sort_values(["accuracy", "class"], ascending=[True, True]).head(n)
-    return [(f"The {n} best classes", view(ranked.head(n), columns)),
-            (f"The {n} worst classes", view(worst, columns))]
+    return [(_("The {n} best classes").format(n=n), view(ranked.head(n), columns)),
+            (_("The {n} worst classes").format(n=n), view(worst, columns))]
 
 
 def confusions_view(pairs: pd.DataFrame) -> pd.DataFrame:
     """`Evaluation.confused_pairs` with headers in words."""
-    return view(pairs, {"true": ("true class", "{}"), "predicted": ("predicted as", "{}"),
-                        "count": ("test images", "{:d}"),
-                        "share_of_true": ("share of the true class (%)", lambda v: f"{100 * v:.1f}")})
+    return view(pairs, {"true": (_("true class"), "{}"), "predicted": (_("predicted as"), "{}"),
+                        "count": (_("test images"), "{:d}"),
+                        "share_of_true": (_("share of the true class (%)"),
+                                          lambda v: num(100 * v, ".1f"))})
 
 
 def runs_view(table: pd.DataFrame) -> pd.DataFrame:
     """`history.summarize_runs` (accuracies in percent), with a `source` column if present."""
     return view(table.astype(object).where(table.notna(), None), {
-        "source": ("source", "{}"), "run": ("run", "{}"), "epochs": ("epochs", "{}"),
-        "best_val_accuracy": ("best validation accuracy (%)", "{:.2f}"),
-        "best_epoch": ("at epoch", "{}"),
-        "final_val_accuracy": ("final validation accuracy (%)", "{:.2f}"),
-        "test_accuracy": ("test accuracy (%)", "{:.2f}"), "test_images": ("test images", "{:,}"),
+        "source": (_("source"), "{}"), "run": (_("run"), "{}"), "epochs": (_("epochs"), "{}"),
+        "best_val_accuracy": (_("best validation accuracy (%)"), "{:.2f}"),
+        "best_epoch": (_("at epoch"), "{}"),
+        "final_val_accuracy": (_("final validation accuracy (%)"), "{:.2f}"),
+        "test_accuracy": (_("test accuracy (%)"), "{:.2f}"),
+        "test_images": (_("test images"), "{:,}"),
     })
 
 
 def parameters_view(table: pd.DataFrame) -> pd.DataFrame:
     """`model.parameter_table` (one row per stage) with headers in words."""
     return view(table.rename_axis("stage").reset_index(), {
-        "stage": ("stage", "{}"), "trainable": ("trainable parameters", "{:,}"),
-        "non_trainable": ("frozen parameters", "{:,}"), "total": ("all parameters", "{:,}"),
-        "trainable (%)": ("trainable (%)", "{:.2f}")})
+        "stage": (_("stage"), "{}"), "trainable": (_("trainable parameters"), "{:,}"),
+        "non_trainable": (_("frozen parameters"), "{:,}"), "total": (_("all parameters"), "{:,}"),
+        "trainable (%)": (_("trainable (%)"), "{:.2f}")})
