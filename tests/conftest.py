@@ -72,3 +72,39 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# Food-101's official layout in miniature: classes.txt deliberately not in alphabetical order
+FOOD_CLASSES = ("pizza", "apple_pie", "sushi")
+
+
+def write_official_food101(parent: Path, train: int = 10, test: int = 4, seed: int = 0) -> Path:
+    """`parent/food-101/` as Food-101's archive holds it: `images/<class>/<id>.jpg` (learnable
+    generated JPEGs) and `meta/{classes,train,test}.txt`, `train` + `test` images a class."""
+    from lab5_utils.data import synthetic_images
+
+    root = parent / "food-101"
+    (root / "meta").mkdir(parents=True)
+    images, labels = synthetic_images(len(FOOD_CLASSES), train + test, seed)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    counts = dict.fromkeys(range(len(FOOD_CLASSES)), 0)
+    for data, label in zip(images, labels):
+        name = FOOD_CLASSES[label]
+        (root / "images" / name).mkdir(parents=True, exist_ok=True)
+        entry = f"{name}/{100 + 7 * counts[label]}"
+        (root / "images" / f"{entry}.jpg").write_bytes(data)
+        lists["train" if counts[label] < train else "test"].append(entry)
+        counts[label] += 1
+    (root / "meta" / "classes.txt").write_text("\n".join(FOOD_CLASSES) + "\n")
+    for split, entries in lists.items():
+        (root / "meta" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    return root
+
+
+def write_archive(folder: Path, archive: Path) -> Path:
+    """`folder` packed as `archive` (tar.gz), its top folder named as in the archive."""
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
