@@ -108,9 +108,12 @@ def _food101(cfg: LabConfig) -> Splits:
     except Exception as err:  # tfds raises many kinds: network, checksum, disk
         raise DataUnavailableError(
             f"Food-101 could not be loaded with tfds.load('food101') ({type(err).__name__}: "
-            f"{err}). It needs about 5 GB downloaded once (set TFDS_DATA_DIR to choose where). "
-            "Offline, use `--preset demo` (synthetic data) or `--set dataset=folder:PATH` "
-            "with one sub-folder of images per class."
+            f"{err}). " + ("tfds:PATH needs the official food-101.tar.gz, which tfds checks and "
+                           "prepares once (about 5 GB more in TFDS_DATA_DIR). " if prepare else
+                           "It needs about 5 GB downloaded once (set TFDS_DATA_DIR to choose "
+                           "where). ") + "Offline, use `--preset demo` (synthetic data), "
+            "`--set dataset=folder:PATH` (Food-101's extracted folder, or one sub-folder of "
+            "images per class) or `--set dataset=archive:PATH` (food-101.tar.gz)."
         ) from err
     class_names = list(info.features["label"].names)
     train, val, test = (d.map(_to_int32_label, num_parallel_calls=AUTOTUNE) for d in datasets)
