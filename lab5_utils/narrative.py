@@ -236,6 +236,56 @@ def _ema_text(stage: dict[str, float]) -> str:
             if ema > 0 else "")
 
 
+def source_name(source: str) -> str:
+    """How the report names a `DataInfo.source` / metrics.json `data_source`."""
+    kind, _, path = source.partition(":")
+    return {"food101": "Food-101 through tensorflow-datasets (`food101`)",
+            "tfds": f"Food-101 prepared by tensorflow-datasets from the archive `{path}`",
+            "food101-files": f"Food-101's official folder `{path}` (meta/classes.txt, "
+                             "train.txt and test.txt)",
+            "folder": f"the image folder `{path}`",
+            "synthetic": "the generated synthetic set"}.get(kind, f"`{source}`")
+
+
+def data_text(source: str, num_train: int, num_val: int, num_test: int, num_classes: int | None,
+              official_test: bool, rule: str = "") -> str:
+    """Which data the runs used and how many images each split held (Markdown)."""
+    classes = f"{num_classes:,} classes; " if num_classes else ""
+    text = (f"**Data:** {source_name(source)}: {classes}{num_train:,} training, {num_val:,} "
+            f"validation and {num_test:,} test images" + (f" ({rule})" if rule else "") + ". ")
+    if official_test:
+        return text + ("The test split is Food-101's official test set, so test accuracies can "
+                       "be set beside published Food-101 results.")
+    return text + ("The test split is not Food-101's official test set: its accuracies compare "
+                   "only with runs on the same data.")
+
+
+def run_data(cfg: LabConfig, table: pd.DataFrame) -> dict | None:
+    """What the transfer run's metrics.json says about its data (runs made before
+    `data_source` existed: read from the config), or None without a finished transfer run."""
+    transfer = [d for d in run_dirs(cfg, table[table["run"] == "transfer"])
+                if (d / "metrics.json").is_file()]
+    if not transfer:
+        return None
+    metrics = read_json(transfer[0] / "metrics.json")
+    source = metrics.get("data_source", cfg.dataset)
+    official = metrics.get("official_test", source == "food101" or source.startswith("tfds:"))
+    names = transfer[0] / "class_names.json"
+    return {"source": source, "num_train": metrics.get("num_train", 0),
+            "num_val": metrics.get("num_val", 0), "num_test": metrics.get("num_test", 0),
+            "num_classes": len(read_json(names)) if names.is_file() else None,
+            "official_test": official, "rule": metrics.get("split_rule") or ""}
+
+
+def data_used(cfg: LabConfig, table: pd.DataFrame) -> str:
+    """`data_text` of the report's runs (Markdown)."""
+    used = run_data(cfg, table)
+    if used is None:
+        return "**Data:** no finished transfer run says which data was used."
+    return data_text(used["source"], used["num_train"], used["num_val"], used["num_test"],
+                     used["num_classes"], used["official_test"], used["rule"])
+
+
 def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The original lab's TensorBoard runs next to this sweep's, and a generated sentence."""
     from lab5_utils.history import summarize_runs
@@ -255,16 +305,31 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
             f"{peak:.2f} % after fine-tuning ({peak - start:+.2f} points).")
     best = best_finetune(table)
     transfer = table[table["run"] == "transfer"].iloc[0]
+    used = run_data(cfg, table)
     if best is not None and transfer["status"] == "finished":
         change = best["val accuracy (%)"] - transfer["val accuracy (%)"]
         text += (f" This project's validation accuracy (the original reported no separate "
                  f"test split) went from {transfer['val accuracy (%)']:.2f} % to "
                  f"{best['val accuracy (%)']:.2f} % ({change:+.2f} points, "
                  f"{run_title(best)}); its test accuracies are above.")
-    if cfg.weights != "imagenet":
-        text += (f" This run used weights={cfg.weights!r} on the {cfg.dataset!r} dataset, not "
-                 "ImageNet weights on Food-101: its numbers cannot be compared with the original's.")
-    return both, text
+    return both, text + original_like_with_like(cfg.weights, used and used["source"],
+                                                bool(used and used["official_test"]))
+
+
+def original_like_with_like(weights: str | None, source: str | None, official_test: bool) -> str:
+    """Whether this project's numbers can stand beside the original lab's (ImageNet weights on
+    Food-101, validation held out of its training images)."""
+    if source is None:
+        return ""
+    if not official_test:
+        return (f" This run used weights={weights!r} on {source_name(source)}, not Food-101: "
+                "its numbers cannot be compared with the original's.")
+    if weights != "imagenet":
+        return (f" This run used weights={weights!r}, not ImageNet weights: its numbers "
+                "cannot be compared with the original's.")
+    return (f" Both use Food-101 ({source_name(source)}) with ImageNet weights, the validation "
+            "images held out of its training images; this project's test accuracies are on "
+            "Food-101's official test set.")
 
 
 def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
@@ -277,8 +342,8 @@ def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
               "integers 0..C-1 with a sparse cross-entropy: no one-hot encoding to get wrong"
               if not any(soft) else "integers 0..C-1: a sparse cross-entropy, or one-hot "
               "targets of depth C made from them in the runs with label smoothing or mixing")
-    transfer = run_dirs(cfg, table[table["run"] == "transfer"])
-    rule = read_json(transfer[0] / "metrics.json").get("split_rule") if transfer else None
+    used = run_data(cfg, table)
+    rule = used["rule"] if used else None
     split = (f"the splits are fixed before training ({rule}), and the training split is "
              "reshuffled every epoch" if rule else "the transfer run was not found")
     done = finished_finetunes(table)

@@ -3,6 +3,7 @@ home: a miniature official layout (generated JPEGs, meta/ lists, its tar.gz) bui
 
 import gzip
 import hashlib
+import json
 import re
 import shutil
 import socket
@@ -283,3 +284,50 @@ def test_a_short_run_from_the_archive_tests_on_exactly_test_txt(tmp_path, archiv
         assert sorted(y_true.tolist()) == sorted(
             FOOD_CLASSES.index(line.split("/")[0])
             for line in (official / "meta" / "test.txt").read_text().split())
+
+
+# --- what the report says about the data --------------------------------------------------------
+def test_the_report_names_the_source_the_counts_and_whether_test_is_official():
+    from lab5_utils import narrative
+
+    text = narrative.data_text("food101-files:/data/food-101", 67_400, 3_600, 25_250, 101, True,
+                               "test: meta/test.txt")
+    assert text.startswith("**Data:** Food-101's official folder `/data/food-101`")
+    assert "101 classes; 67,400 training, 3,600 validation and 25,250 test images" in text
+    assert "(test: meta/test.txt)" in text and "is Food-101's official test set" in text
+    own = narrative.data_text("folder:/photos", 80, 10, 10, 3, False)
+    assert "the image folder `/photos`: 3 classes; 80 training" in own
+    assert "is not Food-101's official test set" in own
+    assert "through tensorflow-datasets" in narrative.source_name("food101")
+    assert "from the archive `/a/food-101.tar.gz`" in narrative.source_name("tfds:/a/food-101.tar.gz")
+
+
+def test_the_original_lab_is_compared_like_with_like():
+    from lab5_utils import narrative
+
+    same = narrative.original_like_with_like("imagenet", "food101-files:/k/food-101", True)
+    assert "Both use Food-101" in same and "official test set" in same
+    assert "cannot be compared" in narrative.original_like_with_like("imagenet", "folder:/p", False)
+    assert "not ImageNet weights" in narrative.original_like_with_like("calibrated", "food101", True)
+    assert narrative.original_like_with_like("imagenet", None, False) == ""
+
+
+def test_the_report_reads_the_data_of_the_transfer_run(tmp_path):
+    import pandas as pd
+
+    from lab5_utils import narrative
+
+    cfg = tiny_config(tmp_path, dataset="food101")
+    table = pd.DataFrame({"run": ["transfer"], "status": ["finished"]})
+    assert narrative.data_used(cfg, table).startswith("**Data:** no finished transfer run")
+    run = Path(cfg.run_root) / "transfer"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(  # a run made before data_source existed
+        {"num_train": 7575, "num_val": 3790, "num_test": 25250, "split_rule": "r"}))
+    (run / "class_names.json").write_text(json.dumps(["a"] * 101))
+    text = narrative.data_used(cfg, table)
+    assert "(`food101`): 101 classes; 7,575 training, 3,790 validation and 25,250 test" in text
+    assert "is Food-101's official test set" in text
+    (run / "metrics.json").write_text(json.dumps({"num_train": 8, "num_val": 2, "num_test": 2,
+                                                  "data_source": "synthetic", "official_test": False}))
+    assert "is not Food-101's official test set" in narrative.data_used(cfg, table)
