@@ -35,10 +35,8 @@ PINNED = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly", "tf-ke
           "numpy", "protobuf", "ml-dtypes", "h5py", "tensorboard", "jax", "jaxlib")
 
 _SETUP_CELL = '''\
-# Setup. On Colab or Kaggle, a notebook opened alone clones the repository ($LAB5_REPO_URL, else
-# the URL below) into /content/lab5 (Kaggle: /kaggle/working/lab5) and installs lab5_utils from
-# it, keeping the installed TensorFlow; the next notebook reuses the clone. Elsewhere (or once
-# installed) this cell does nothing.
+# Setup. On Colab or Kaggle, a notebook opened alone clones the repository ($LAB5_REPO_URL, else the URL
+# below) into /content/lab5 or /kaggle/working/lab5 and installs it, keeping TensorFlow. Else: nothing.
 import importlib.util, os, subprocess, sys
 
 def _run(*command):  # Colab does not show a child process's output: a failure raises with it
@@ -46,10 +44,9 @@ def _run(*command):  # Colab does not show a child process's output: a failure r
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\\n{done.stdout}{done.stderr}")
 
-kaggle = bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+kaggle = os.environ.get("KAGGLE_KERNEL_RUN_TYPE") and os.environ.get("LAB5_KAGGLE_ROOT", "/kaggle")
+home = f"{kaggle}/working" if kaggle else os.environ.get("LAB5_COLAB_HOME", "/content")
 if ("google.colab" in sys.modules or kaggle) and importlib.util.find_spec("lab5_utils") is None:
-    home = (os.path.join(os.environ.get("LAB5_KAGGLE_ROOT", "/kaggle"), "working") if kaggle
-            else os.environ.get("LAB5_COLAB_HOME", "/content"))
     clone = os.path.join(home, "lab5")
     if not os.path.isdir(os.path.join(clone, "lab5_utils")):
         _run("git", "clone", "-q", os.environ.get("LAB5_REPO_URL", "{url}"), clone)
@@ -57,7 +54,6 @@ if ("google.colab" in sys.modules or kaggle) and importlib.util.find_spec("lab5_
     sys.path.insert(0, clone)
     importlib.invalidate_caches()
     from lab5_utils.colab import install_requirements
-
     install_requirements()  # only what is missing; TensorFlow, Keras and NumPy stay as they are'''
 
 
