@@ -74,10 +74,12 @@ class OfficialFiles:
 
 # --- the folder ---------------------------------------------------------------------------------
 def official_root(path: str | Path) -> Path | None:
-    """`path` or `path/food-101` when it is in the official layout (a `meta/` folder with
-    `classes.txt`, or `meta/` beside `images/`), else None."""
+    """`path`, `path/food-101` or, for its `images/` folder, `path/..` when it is in the
+    official layout (a `meta/` folder with `classes.txt`, or `meta/` beside `images/`), else
+    None. Read as plain class folders, `images/` would mix the official test images into
+    training."""
     path = Path(path).expanduser()
-    for candidate in (path, path / "food-101"):
+    for candidate in (path, path / "food-101", *([path.parent] if path.name == "images" else [])):
         meta = candidate / "meta"
         if (meta / "classes.txt").is_file() or (meta.is_dir() and (candidate / "images").is_dir()):
             return candidate

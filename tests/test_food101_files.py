@@ -50,9 +50,10 @@ def archive(tmp_path, official, monkeypatch) -> Path:
 
 
 # --- the folder ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("pointed_at", ["food-101", "parent"])
+@pytest.mark.parametrize("pointed_at", ["food-101", "parent", "images"])
 def test_the_official_folder_gives_the_official_split(tmp_path, official, pointed_at):
-    folder = official if pointed_at == "food-101" else official.parent
+    folder = {"food-101": official, "parent": official.parent, "images": official / "images"}[
+        pointed_at]
     cfg = tiny_config(tmp_path, dataset=f"folder:{folder}", validation_split=0.2)
     info = data.load_encoded(cfg).info
     assert info.class_names == list(FOOD_CLASSES)  # classes.txt's order, not sorted
@@ -331,3 +332,18 @@ def test_the_report_reads_the_data_of_the_transfer_run(tmp_path):
     (run / "metrics.json").write_text(json.dumps({"num_train": 8, "num_val": 2, "num_test": 2,
                                                   "data_source": "synthetic", "official_test": False}))
     assert "is not Food-101's official test set" in narrative.data_used(cfg, table)
+
+
+@pytest.mark.slow
+def test_a_run_on_the_stand_in_kaggle_reads_input_and_writes_to_working(stand_in_kaggle):
+    """Slow: it trains (one tiny epoch) on the copy found under the stand-in /kaggle/input."""
+    from lab5_utils.training import run_stage
+
+    mounted = write_official_food101(stand_in_kaggle / "input" / "food101" / "archive")
+    run_root, _ = colab.storage("demo", None, None, "auto")
+    cfg = lab_config("demo", ["dataset=food101", "image_size=32", "batch_size=8",
+                              "transfer_epochs=1", "calibration_images=16"], run_root)
+    assert cfg.dataset == f"folder:{mounted}"
+    run = run_stage(cfg, "transfer", verbose=0).run_dir
+    assert run.is_relative_to(stand_in_kaggle / "working" / "lab5" / "runs" / "demo")
+    assert (run / "metrics.json").is_file() and (run / "best.keras").is_file()
