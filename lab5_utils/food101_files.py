@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab5_utils.files import file_lock
 from lab5_utils.photos import image_problem
 
 
@@ -167,18 +168,28 @@ def extracted(archive: str | Path, cache: str | Path | None = None,
     done = _extracted_before(cache, stamp)
     if done is not None:
         return done
-    spec = OFFICIAL
-    md5 = verify_archive(archive, spec, say)
+    check_cache(cache, int(stamp["size"] * SPACE_MARGIN))  # before reading gigabytes
+    with file_lock(cache / ".lab5-extract.lock"):  # notebooks of one report start side by side
+        done = _extracted_before(cache, stamp)  # another process extracted it meanwhile
+        if done is not None:
+            return done
+        for stale in cache.glob(".food101-*.partial-*"):  # what a killed extraction left
+            shutil.rmtree(stale, ignore_errors=True)
+        return _extract(archive, cache, stamp, say)
+
+
+def _extract(archive: Path, cache: Path, stamp: dict, say: Callable[[str], None]) -> Path:
+    """Verify `archive`, extract it into a hidden folder of `cache`, then rename that folder."""
+    md5 = verify_archive(archive, OFFICIAL, say)
     target = cache / f"food101-{md5[:10]}"
-    check_cache(cache, int(stamp["size"] * SPACE_MARGIN), existing=target)
     partial = cache / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
     start = time.monotonic()
     try:
         with archive.open("rb") as raw, tarfile.open(
                 fileobj=_Reading(raw, stamp["size"], f"extracting {archive.name}", say),
                 mode="r|gz") as tar:
-            tar.extractall(partial, filter="data")
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python 3.10.12+
+            tar.extractall(partial, **safe)
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:
         shutil.rmtree(partial, ignore_errors=True)
         raise Food101FilesError(f"{archive} could not be extracted ({type(err).__name__}: {err}): "
@@ -238,9 +249,8 @@ def verify_archive(archive: Path, spec: ArchiveSpec | None = None,
     return md5
 
 
-def check_cache(cache: Path, needed: int, existing: Path | None = None) -> None:
-    """Raise `Food101FilesError` unless `cache` can be made, written and has `needed` bytes free
-    (an `existing` folder that will be replaced counts as free)."""
+def check_cache(cache: Path, needed: int) -> None:
+    """Raise `Food101FilesError` unless `cache` can be made, written and has `needed` bytes free."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         probe = cache / f".lab5-write-test-{os.getpid()}"
@@ -251,8 +261,6 @@ def check_cache(cache: Path, needed: int, existing: Path | None = None) -> None:
             f"cache folder {str(cache)!r} is not writable ({err.strerror or err}): set data_cache "
             "to a folder on a local disk with room for the extracted images.") from None
     free = shutil.disk_usage(cache).free
-    if existing is not None and existing.is_dir():
-        free += sum(p.stat().st_size for p in existing.rglob("*") if p.is_file())
     if free < needed:
         raise Food101FilesError(
             f"cache folder {str(cache)!r} has {_size(free)} free; extracting the archive needs "

@@ -17,6 +17,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 from lab5_utils.config import LabConfig  # noqa: E402
+from lab5_utils.files import file_lock  # noqa: E402
 
 
 def tiny_config(tmp_path, **overrides) -> LabConfig:
@@ -41,7 +42,7 @@ def trained_lab(tmp_path_factory):
         root, lock = tmp_path_factory.mktemp("lab"), contextlib.nullcontext()
     else:
         root = tmp_path_factory.getbasetemp().parent / "trained_lab"
-        lock = _file_lock(root.with_name("trained_lab.lock"))
+        lock = file_lock(root.with_name("trained_lab.lock"))
     with lock:
         cfg = tiny_config(root, progress_seconds=0.05)
         output = root / "output.txt"
@@ -59,19 +60,6 @@ def trained_lab(tmp_path_factory):
 def trained_lab_output(cfg: LabConfig) -> str:
     """What the training of `trained_lab` printed (Keras' lines and lab5's progress lines)."""
     return (Path(cfg.run_root).parent / "output.txt").read_text()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock between the test processes of one run (POSIX `flock`)."""
-    import fcntl
-
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # Food-101's official layout in miniature: classes.txt deliberately not in alphabetical order

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -135,15 +136,36 @@ def test_the_archive_is_checked_extracted_once_and_read_as_the_folder(tmp_path, 
         Path(p).relative_to(official) for p in _listed(official, "test")}
     assert data.load_encoded(cfg).info.sizes == info.sizes
     assert "[lab5]" not in capsys.readouterr().out  # found again without reading the archive
-    assert [p.name for p in cache.iterdir()] == [extracted.parent.name]  # no partial folder left
+    assert _kept(cache) == [extracted.parent.name]  # no partial folder left
+
+
+def test_two_loads_at_once_extract_the_archive_once(tmp_path, archive):
+    """`lab5 report` starts notebooks side by side: the second waits for the first one's folder."""
+    lines, found = [], []
+
+    def load():
+        found.append(food101_files.extracted(archive, tmp_path / "cache", say=lines.append))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 2 and found[0] == found[1] and found[0].is_dir()
+    assert sum(line.startswith("[lab5] extracted") for line in lines) == 1
 
 
 def _archive_message(cfg) -> str:
     """The error of a bad archive, once it is clear that nothing was left in the cache."""
     message = _message(cfg)
-    cache = Path(cfg.data_cache)
-    assert not cache.exists() or not list(cache.iterdir())
+    assert _kept(Path(cfg.data_cache)) == []
     return message
+
+
+def _kept(cache: Path) -> list[str]:
+    """What the cache folder holds besides the extraction's lock file."""
+    return sorted(p.name for p in cache.iterdir() if p.name != ".lab5-extract.lock") if (
+        cache.exists()) else []
 
 
 def test_bad_archives_each_get_their_message_and_nothing_is_extracted(tmp_path, archive,
