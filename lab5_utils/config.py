@@ -17,7 +17,7 @@ from lab5_utils.files import project_root
 from lab5_utils.presets import PRESET_VALUES
 
 DATASETS = ("food101", "synthetic", "folder:PATH", "archive:PATH", "tfds:PATH")
-PATH_SOURCES = ("folder:", "archive:", "tfds:")  # README "Food-101 from a folder or the archive"
+PATH_SOURCES = ("folder:", "archive:", "tfds:")  # README "Food-101 without downloading it"
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
 MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels

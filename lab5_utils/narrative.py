@@ -252,7 +252,7 @@ def data_text(source: str, num_train: int, num_val: int, num_test: int, num_clas
     """Which data the runs used and how many images each split held (Markdown)."""
     classes = f"{num_classes:,} classes; " if num_classes else ""
     text = (f"**Data:** {source_name(source)}: {classes}{num_train:,} training, {num_val:,} "
-            f"validation and {num_test:,} test images" + (f" ({rule})" if rule else "") + ". ")
+            f"validation and {num_test:,} test images" + (f"; splits: {rule}" if rule else "") + ". ")
     if official_test:
         return text + ("The test split is Food-101's official test set, so test accuracies can "
                        "be set beside published Food-101 results.")

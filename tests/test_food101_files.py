@@ -317,7 +317,8 @@ def test_the_report_names_the_source_the_counts_and_whether_test_is_official():
                                "test: meta/test.txt")
     assert text.startswith("**Data:** Food-101's official folder `/data/food-101`")
     assert "101 classes; 67,400 training, 3,600 validation and 25,250 test images" in text
-    assert "(test: meta/test.txt)" in text and "is Food-101's official test set" in text
+    assert "test images; splits: test: meta/test.txt. " in text
+    assert "is Food-101's official test set" in text
     own = narrative.data_text("folder:/photos", 80, 10, 10, 3, False)
     assert "the image folder `/photos`: 3 classes; 80 training" in own
     assert "is not Food-101's official test set" in own
