@@ -168,6 +168,7 @@ def extracted(archive: str | Path, cache: str | Path | None = None,
     done = _extracted_before(cache, stamp)
     if done is not None:
         return done
+    check_header(archive)  # the cheap checks first: a wrong file writes nothing
     check_cache(cache, int(stamp["size"] * SPACE_MARGIN))  # before reading gigabytes
     with file_lock(cache / ".lab5-extract.lock"):  # notebooks of one report start side by side
         done = _extracted_before(cache, stamp)  # another process extracted it meanwhile
@@ -218,10 +219,9 @@ def _extracted_before(cache: Path, stamp: dict) -> Path | None:
     return None
 
 
-def verify_archive(archive: Path, spec: ArchiveSpec | None = None,
-                   say: Callable[[str], None] = print) -> str:
-    """The archive's MD5 once it is a gzip file of `spec`'s size and MD5 (default `OFFICIAL`);
-    otherwise a `Food101FilesError` that says which check failed."""
+def check_header(archive: Path, spec: ArchiveSpec | None = None) -> None:
+    """Raise `Food101FilesError` unless `archive` starts as a gzip file and has `spec`'s size
+    (default `OFFICIAL`)."""
     spec = spec or OFFICIAL
     size = archive.stat().st_size
     with archive.open("rb") as f:
@@ -236,6 +236,15 @@ def verify_archive(archive: Path, spec: ArchiveSpec | None = None,
     if size > spec.size:
         raise Food101FilesError(f"{archive} is not {spec.name}: {size:,} bytes, where the archive "
                                 f"has {spec.size:,}. Copy or download the archive again.")
+
+
+def verify_archive(archive: Path, spec: ArchiveSpec | None = None,
+                   say: Callable[[str], None] = print) -> str:
+    """The archive's MD5 once it passes `check_header` and has `spec`'s MD5 (default
+    `OFFICIAL`); otherwise a `Food101FilesError` that says which check failed."""
+    spec = spec or OFFICIAL
+    check_header(archive, spec)
+    size = archive.stat().st_size
     digest = hashlib.md5()
     with archive.open("rb") as raw:
         for chunk in _chunks(_Reading(raw, size, f"checking {archive.name} (MD5)", say)):

@@ -162,6 +162,14 @@ def _archive_message(cfg) -> str:
     return message
 
 
+def test_an_archive_of_the_wrong_size_is_refused_before_the_cache_is_made(tmp_path, archive):
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(archive.read_bytes() + bytes(10))
+    cfg = tiny_config(tmp_path, dataset=f"archive:{other}", data_cache=str(tmp_path / "cache"))
+    assert "is not food-101.tar.gz: " in _message(cfg)
+    assert not (tmp_path / "cache").exists()
+
+
 def _kept(cache: Path) -> list[str]:
     """What the cache folder holds besides the extraction's lock file."""
     return sorted(p.name for p in cache.iterdir() if p.name != ".lab5-extract.lock") if (
