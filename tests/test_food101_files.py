@@ -93,6 +93,11 @@ def test_bad_official_folders_each_get_their_message(tmp_path, official):
     images = official / "images"
     (official / "images").rename(tmp_path / "moved")
     assert re.search(r"has meta/ but no images/ folder", _message(cfg))
+    from lab5_utils.training import run_stage
+
+    with pytest.raises(DataUnavailableError, match="no images/ folder"):
+        run_stage(cfg, "transfer", verbose=0)
+    assert not Path(cfg.run_root).exists()  # stopped before the run folder
     (tmp_path / "moved").rename(images)
 
     shutil.rmtree(images / "sushi")
