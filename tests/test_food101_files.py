@@ -223,8 +223,10 @@ def test_tfds_path_prepares_from_the_local_archive_without_downloading(tmp_path,
                                                                        monkeypatch):
     """tfds takes `tfds:PATH`'s archive from its manual_dir (here refused by tfds' own checksum,
     since it is the miniature) and never opens a connection."""
+    import tensorflow_datasets as tfds
+
     mine = write_archive(official, tmp_path / "my-copy.tar.gz")
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"))  # read at import
 
     def no_network(*args, **kwargs):
         raise AssertionError("tfds tried to download")
@@ -235,6 +237,7 @@ def test_tfds_path_prepares_from_the_local_archive_without_downloading(tmp_path,
     assert "NonMatchingChecksumError" in text and "tfds_manual/food-101.tar.gz" in text
     assert (tmp_path / "cache/tfds_manual/food-101.tar.gz").resolve() == mine
     assert "tfds:PATH needs the official food-101.tar.gz" in text
+    assert (tmp_path / "tfds" / "food101").is_dir()  # prepared where it was told, nowhere else
 
 
 def test_dataset_paths_are_validated(tmp_path):
