@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -283,7 +284,9 @@ def test_without_a_copy_or_off_kaggle_food101_stays_tfds(stand_in_kaggle, tmp_pa
     assert colab.storage("quick", None, None, "auto") == (None, None)
 
 
-def test_the_setup_cell_clones_and_installs_into_kaggle_working(stand_in_kaggle, monkeypatch):
+@pytest.mark.parametrize("host", ["kaggle", "colab", "elsewhere"])
+def test_the_setup_cell_clones_into_the_hosts_working_folder(tmp_path, monkeypatch, host):
+    """The setup cell run with pip and git stood in for: where it clones on each host."""
     commands = []
 
     def run(command, **kwargs):
@@ -294,8 +297,19 @@ def test_the_setup_cell_clones_and_installs_into_kaggle_working(stand_in_kaggle,
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # lab5_utils not installed
     monkeypatch.setenv("LAB5_REPO_URL", "https://github.com/me/lab5")
+    monkeypatch.setenv("LAB5_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    monkeypatch.setenv("LAB5_COLAB_HOME", str(tmp_path / "content"))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    if host == "kaggle":
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    elif host == "colab":
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     exec(compile(colab.setup_cell(), "setup", "exec"), {})
-    clone = str(stand_in_kaggle / "working" / "lab5")
+    if host == "elsewhere":
+        assert commands == []
+        return
+    clone = str(tmp_path / ("kaggle/working" if host == "kaggle" else "content") / "lab5")
     assert commands[0] == ["git", "clone", "-q", "https://github.com/me/lab5", clone]
     assert commands[1][-3:] == ["--no-deps", "-e", clone]
 
