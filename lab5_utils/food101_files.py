@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -262,9 +263,8 @@ def check_cache(cache: Path, needed: int) -> None:
     """Raise `Food101FilesError` unless `cache` can be made, written and has `needed` bytes free."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        probe = cache / f".lab5-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=cache):  # a unique name: loads may run side by side
+            pass
     except OSError as err:
         raise Food101FilesError(
             f"cache folder {str(cache)!r} is not writable ({err.strerror or err}): set data_cache "
