@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lab5_utils import kaggle
 from lab5_utils.files import project_root
 
 # The one place the project's address is kept. Whoever publishes the repository changes it with
@@ -34,9 +35,8 @@ PINNED = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly", "tf-ke
           "numpy", "protobuf", "ml-dtypes", "h5py", "tensorboard", "jax", "jaxlib")
 
 _SETUP_CELL = '''\
-# Setup. On Colab, a notebook opened alone clones the repository ($LAB5_REPO_URL, else the URL
-# below) into /content/lab5 and installs lab5_utils from it, keeping Colab's TensorFlow; the next
-# notebook reuses the clone. Elsewhere (or once installed) this cell does nothing.
+# Setup. On Colab or Kaggle, a notebook opened alone clones the repository ($LAB5_REPO_URL, else the URL
+# below) into /content/lab5 or /kaggle/working/lab5 and installs it, keeping TensorFlow. Else: nothing.
 import importlib.util, os, subprocess, sys
 
 def _run(*command):  # Colab does not show a child process's output: a failure raises with it
@@ -44,15 +44,16 @@ def _run(*command):  # Colab does not show a child process's output: a failure r
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\\n{done.stdout}{done.stderr}")
 
-if "google.colab" in sys.modules and importlib.util.find_spec("lab5_utils") is None:
-    clone = os.path.join(os.environ.get("LAB5_COLAB_HOME", "/content"), "lab5")
+kaggle = os.environ.get("KAGGLE_KERNEL_RUN_TYPE") and os.environ.get("LAB5_KAGGLE_ROOT", "/kaggle")
+home = f"{kaggle}/working" if kaggle else os.environ.get("LAB5_COLAB_HOME", "/content")
+if ("google.colab" in sys.modules or kaggle) and importlib.util.find_spec("lab5_utils") is None:
+    clone = os.path.join(home, "lab5")
     if not os.path.isdir(os.path.join(clone, "lab5_utils")):
         _run("git", "clone", "-q", os.environ.get("LAB5_REPO_URL", "{url}"), clone)
     _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", clone)
     sys.path.insert(0, clone)
     importlib.invalidate_caches()
     from lab5_utils.colab import install_requirements
-
     install_requirements()  # only what is missing; TensorFlow, Keras and NumPy stay as they are'''
 
 
@@ -210,17 +211,21 @@ def mount_drive() -> Path:
 
 def drive_root(drive_dir: str | Path | None = "auto") -> Path | None:
     """The folder that keeps runs and figures: None (off); "auto" (on Colab, Google Drive's
-    `MyDrive/lab5/`, mounting Drive; elsewhere off) or a folder (made absolute from the
-    repository root; a folder below Colab's Drive mount point mounts Drive first)."""
+    `MyDrive/lab5/`, mounting Drive; on Kaggle, `/kaggle/working/lab5/`; elsewhere off) or a
+    folder (made absolute from the repository root; a folder below Colab's Drive mount point
+    mounts Drive first)."""
     if drive_dir is None or str(drive_dir).strip().lower() in ("", "none", "off"):
         return None
     if not isinstance(drive_dir, (str, Path)):
         raise ValueError(f"drive_dir={drive_dir!r} is not valid: expected None (off), \"auto\" "
                          "or a folder path.")
     if str(drive_dir).strip().lower() == "auto":
-        if not on_colab():
+        if kaggle.on_kaggle():
+            root = kaggle.working_dir() / DRIVE_FOLDER
+        elif not on_colab():
             return None
-        root = mount_drive() / DRIVE_FOLDER
+        else:
+            root = mount_drive() / DRIVE_FOLDER
     else:
         root = Path(drive_dir).expanduser()
         root = root if root.is_absolute() else project_root() / root

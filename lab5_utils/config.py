@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab5_utils import kaggle
 from lab5_utils.files import project_root
 from lab5_utils.presets import PRESET_VALUES
 
-DATASETS = ("food101", "synthetic", "folder:PATH")
+DATASETS = ("food101", "synthetic", "folder:PATH", "archive:PATH", "tfds:PATH")
+PATH_SOURCES = ("folder:", "archive:", "tfds:")  # README "Food-101 without downloading it"
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
 MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels
@@ -30,10 +32,10 @@ PRESETS = ("demo", "quick", "full")
 # Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
 # learns or measures are not compared: where runs live, whether a damaged file stops the run,
 # how fast the step runs (XLA, steps per call), which devices compute it (the batch is global),
-# how often progress is printed, and the validation cache (it holds the very pixels an uncached
-# validation pass computes; tests/test_old_runs.py checks it).
+# how often progress is printed, the validation cache (it holds the very pixels an uncached
+# validation pass computes; tests/test_old_runs.py checks it) and where an archive is extracted.
 RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
-                         "distribution", "progress_seconds", "cache_validation")
+                         "distribution", "progress_seconds", "cache_validation", "data_cache")
 # A new field's default reproduces what runs did before it existed, except these: a config.json
 # without one of them was made with the value given here.
 LEGACY_VALUES: dict[str, Any] = {
@@ -97,6 +99,7 @@ class LabConfig:
     calibration_images: int = 256
     deterministic: bool = True
     strict_data: bool = False
+    data_cache: str = ""  # where archive:PATH is extracted; "" = ~/.cache/lab5 (a local disk)
     run_root: str = "runs/full"
 
     def __post_init__(self) -> None:
@@ -126,10 +129,11 @@ class LabConfig:
         if self.num_classes < 2:
             _fail("num_classes", self.num_classes, "an integer >= 2")
         _check_choice("preset_name", self.preset_name, PRESETS)
-        if not (self.dataset in ("food101", "synthetic") or self.dataset.startswith("folder:")):
+        if not (self.dataset in ("food101", "synthetic") or self.dataset.startswith(PATH_SOURCES)):
             _fail("dataset", self.dataset, f"one of {', '.join(DATASETS)}")
-        if self.dataset == "folder:":
-            _fail("dataset", self.dataset, "'folder:' followed by a path, e.g. folder:data/photos")
+        if self.dataset in PATH_SOURCES:
+            _fail("dataset", self.dataset, f"{self.dataset!r} followed by a path, e.g. "
+                  f"{self.dataset}data/{'photos' if self.dataset == 'folder:' else 'food-101.tar.gz'}")
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _check_choice("jit_compile", self.jit_compile, JIT_COMPILE)
@@ -153,6 +157,8 @@ class LabConfig:
         for name in ("cache_train", "cache_validation"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "'auto', 'memory', '' (off) or a file path")
+        if not isinstance(self.data_cache, str):
+            _fail("data_cache", self.data_cache, "a folder path, or '' for ~/.cache/lab5")
         if self.weights is not None and not isinstance(self.weights, str):
             _fail("weights", self.weights, "'imagenet', 'calibrated', a weights file path, or None")
         if self.jit_compile == "true" and self.deterministic:  # Keras drops XLA under determinism
@@ -252,11 +258,13 @@ class LabConfig:
 
     @property
     def folder(self) -> Path | None:
+        """The path of a `folder:` or `archive:` dataset."""
         return Path(self.dataset.split(":", 1)[1]).expanduser() if self.is_folder else None
 
     @property
     def is_folder(self) -> bool:
-        return self.dataset.startswith("folder:")
+        """Read from image files on disk (`folder:`, or `archive:` once extracted)."""
+        return self.dataset.startswith(("folder:", "archive:"))
 
 
 # --- helpers shared with the CLI and notebooks ---------------------------------------------
@@ -264,9 +272,12 @@ def lab_config(preset: str = "demo", settings: Iterable[str] = (), run_root: str
                **overrides: Any) -> LabConfig:
     """The preset with `key=value` settings and the `overrides` that are not None applied;
     `run_root` (or the preset's) made absolute, relative paths taken from the repository root
-    so every notebook finds the same runs. A bad value raises ValueError naming the field."""
+    so every notebook finds the same runs; on Kaggle, `food101` is its copy in /kaggle/input
+    when one is mounted. A bad value raises ValueError naming the field."""
     cfg = LabConfig.preset(preset).with_settings(list(settings or []))
     cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if cfg.dataset == "food101" and (mounted := kaggle.food101_input()) is not None:
+        cfg = cfg.replace(dataset=f"folder:{mounted}")  # on Kaggle: its copy, not a download
     root = Path(run_root or cfg.run_root).expanduser()
     return cfg.replace(run_root=str(root if root.is_absolute() else project_root() / root))
 

@@ -1,4 +1,5 @@
-"""Data sources: Food-101 (tfds), an image folder, or a synthetic set, each in three splits.
+"""Data sources: Food-101 (tfds, or its official folder or archive: `food101_files`), an image
+folder, or a synthetic set, each in three splits.
 
 *train* fits the model; *validation* makes every choice (the best epoch, the sweep's best learning
 rate); *test* is measured once per finished run and chooses nothing. Every source yields
@@ -21,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from lab5_utils import recipe
+from lab5_utils import food101_files, recipe
 from lab5_utils.config import LabConfig
 from lab5_utils.photos import DECODABLE, conversion_hint, exif_orientation, image_problem
 from lab5_utils.pipeline import decode, make_pipeline
@@ -41,6 +42,7 @@ class DataInfo:
     skipped_files: list[str] = field(default_factory=list)
     num_test: int = 0
     split_rule: str = ""  # how the validation and test images were chosen
+    official_test: bool = False  # the test split is Food-101's official test set
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +69,7 @@ class DataUnavailableError(RuntimeError):
 # --- sources: (encoded image bytes, int32 label) -------------------------------------------
 def load_encoded(cfg: LabConfig) -> Splits:
     """Unbatched datasets of (encoded image, label) for the train, validation and test splits."""
-    if cfg.dataset == "food101":
+    if cfg.dataset == "food101" or cfg.dataset.startswith("tfds:"):
         return _food101(cfg)
     if cfg.dataset == "synthetic":
         return _synthetic(cfg)
@@ -90,19 +92,28 @@ def food101_splits(cfg: LabConfig) -> dict[str, str]:
 def _food101(cfg: LabConfig) -> Splits:
     import tensorflow_datasets as tfds
 
-    splits = food101_splits(cfg)
+    splits, prepare = food101_splits(cfg), {}
+    if cfg.dataset.startswith("tfds:"):  # tfds prepares food101 from a local archive
+        try:
+            manual = food101_files.tfds_manual_dir(cfg.dataset[5:], cfg.data_cache or None)
+        except food101_files.Food101FilesError as err:
+            raise DataUnavailableError(str(err)) from None
+        prepare = {"download_config": tfds.download.DownloadConfig(manual_dir=str(manual))}
     try:
         datasets, info = tfds.load(
             "food101", split=[splits[name] for name in SPLITS], as_supervised=True,
             with_info=True, shuffle_files=True, decoders={"image": tfds.decode.SkipDecoding()},
-            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
+            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed), download_and_prepare_kwargs=prepare,
         )
     except Exception as err:  # tfds raises many kinds: network, checksum, disk
         raise DataUnavailableError(
             f"Food-101 could not be loaded with tfds.load('food101') ({type(err).__name__}: "
-            f"{err}). It needs about 5 GB downloaded once (set TFDS_DATA_DIR to choose where). "
-            "Offline, use `--preset demo` (synthetic data) or `--set dataset=folder:PATH` "
-            "with one sub-folder of images per class."
+            f"{err}). " + ("tfds:PATH needs the official food-101.tar.gz, which tfds checks and "
+                           "prepares once (about 5 GB more in TFDS_DATA_DIR). " if prepare else
+                           "It needs about 5 GB downloaded once (set TFDS_DATA_DIR to choose "
+                           "where). ") + "Offline, use `--preset demo` (synthetic data), "
+            "`--set dataset=folder:PATH` (Food-101's extracted folder, or one sub-folder of "
+            "images per class) or `--set dataset=archive:PATH` (food-101.tar.gz)."
         ) from err
     class_names = list(info.features["label"].names)
     train, val, test = (d.map(_to_int32_label, num_parallel_calls=AUTOTUNE) for d in datasets)
@@ -111,8 +122,9 @@ def _food101(cfg: LabConfig) -> Splits:
         train = _take_per_class(train, len(class_names), per_class).cache()
     rule = (f"validation: tfds {splits['validation']} (seeded hold-out of tfds train); "
             "test: tfds validation (Food-101's official test set)")
-    return Splits(train, val, test, DataInfo(class_names, _count(train), _count(val), "food101",
-                                             num_test=_count(test), split_rule=rule))
+    return Splits(train, val, test, DataInfo(class_names, _count(train), _count(val), cfg.dataset,
+                                             num_test=_count(test), split_rule=rule,
+                                             official_test=True))
 
 
 def _take_per_class(ds: tf.data.Dataset, num_classes: int, per_class: int) -> tf.data.Dataset:
@@ -140,8 +152,8 @@ def _count(ds: tf.data.Dataset) -> int:
 
 
 def _folder(cfg: LabConfig) -> Splits:
-    class_names, files, skipped, rule = _folder_files(cfg)
-    root = cfg.folder
+    class_names, files, skipped, rule, source = _folder_files(cfg)
+    root = source.split(":", 1)[1]
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped)} file(s) in {root} that are not usable images: "
@@ -151,18 +163,28 @@ def _folder(cfg: LabConfig) -> Splits:
             stacklevel=2,
         )
     train, val, test = (_files_dataset(files[name]) for name in SPLITS)
-    info = DataInfo(class_names, len(files["train"]), len(files["validation"]), f"folder:{root}",
-                    skipped, num_test=len(files["test"]), split_rule=rule)
+    info = DataInfo(class_names, len(files["train"]), len(files["validation"]), source,
+                    skipped, num_test=len(files["test"]), split_rule=rule,
+                    official_test=source.startswith("food101-files:"))
     return Splits(train, val, test, info)
 
 
-def _folder_files(cfg: LabConfig) -> tuple[list[str], dict[str, list], list[str], str]:
-    """Class names, {split: (path, label) pairs}, skipped files and the rule that made the
-    splits. `train/`, `validation/` and `test/` sub-folders are used as given; a missing
-    validation or test split is a seeded, stratified split of `train/` (of the folder itself
-    when it has no `train/`): `validation_split` and `test_split` of each class."""
+def _folder_files(cfg: LabConfig) -> tuple[list[str], dict[str, list], list[str], str, str]:
+    """Class names, {split: (path, label) pairs}, skipped files, the rule that made the splits
+    and the source. Food-101's official layout (or archive) gives its own split
+    (`_official_files`). Otherwise `train/`, `validation/` and `test/` sub-folders are used as
+    given; a missing validation or test split is a seeded, stratified split of `train/` (of the
+    folder itself when it has no `train/`): `validation_split` and `test_split` of each class."""
     root = cfg.folder
     assert root is not None
+    try:
+        if cfg.dataset.startswith("archive:"):
+            root = food101_files.extracted(root, cfg.data_cache or None)
+        official = food101_files.official_root(root) if root.is_dir() else None
+        if official is not None:
+            return _official_files(cfg, food101_files.list_official(official, cfg.strict_data))
+    except food101_files.Food101FilesError as err:
+        raise DataUnavailableError(str(err)) from None
     if not root.is_dir():
         raise DataUnavailableError(f"dataset folder {str(root)!r} does not exist or is not a folder.")
     given = [name for name in SPLITS if (root / name).is_dir()]
@@ -185,7 +207,21 @@ def _folder_files(cfg: LabConfig) -> tuple[list[str], dict[str, list], list[str]
         f"{name}: {root / name}/" if name in given else
         f"{name}: {missing[name]:.0%} of each class of {root / 'train' if given else root}/ "
         f"(seed {cfg.seed})" for name in SPLITS[1:])
-    return class_names, files, skipped, rule
+    return class_names, files, skipped, rule, f"folder:{root}"
+
+
+def _official_files(cfg: LabConfig, found: food101_files.OfficialFiles
+                    ) -> tuple[list[str], dict[str, list], list[str], str, str]:
+    """Food-101's official split: test = meta/test.txt; validation = `validation_split` of each
+    class of meta/train.txt (seeded, stratified); train = the rest (`train_fraction`: of each
+    class, that share of its listed images, as tfds' `quick`)."""
+    files = {"train": found.train, "test": found.test}
+    files.update(_stratified_split(files, {"validation": cfg.validation_split}, cfg.seed,
+                                   found.class_names))
+    files["train"] = found.per_class_share(files["train"], cfg.train_fraction)
+    rule = (f"validation: {cfg.validation_split:.0%} of each class of meta/train.txt (seed "
+            f"{cfg.seed}); test: meta/test.txt (Food-101's official test set)")
+    return found.class_names, files, found.skipped, rule, f"food101-files:{found.root}"
 
 
 @contextmanager
@@ -210,7 +246,7 @@ def naming_undecodable_files(cfg: LabConfig) -> Iterator[None]:
 def undecodable_file(cfg: LabConfig) -> str | None:
     """"path: reason" of the first image of a folder dataset TensorFlow cannot decode, or None
     (slow: decodes every file)."""
-    _, files, _, _ = _folder_files(cfg)
+    _, files, _, _, _ = _folder_files(cfg)
     for path, _ in [f for name in SPLITS for f in files[name]]:
         try:
             decode(tf.io.read_file(path), cfg.image_size)

@@ -37,6 +37,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive lock between processes (POSIX `flock` on `path`) for the block."""
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_partial_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files a killed `atomic_path` left in `folder` and below it
     (`.<name>.*.tmp`; TensorBoard would read a left-over `.events.out.tfevents...tmp`)."""

@@ -13,6 +13,7 @@ from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_d
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
 from lab5_utils.i18n import _, ngettext, num, pct
+from lab5_utils.narrative_data import original_like_with_like, run_data
 from lab5_utils.tables import clock, p_equals, split_rule_text
 
 
@@ -292,6 +293,7 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
         start=pct(start), peak=pct(peak), change=num(peak - start, "+.2f"))
     best = best_finetune(table)
     transfer = table[table["run"] == "transfer"].iloc[0]
+    used = run_data(cfg, table)
     if best is not None and transfer["status"] == "finished":
         change = best["val accuracy (%)"] - transfer["val accuracy (%)"]
         text += " " + _("This project's validation accuracy (the original reported no separate "
@@ -299,11 +301,8 @@ def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFra
                         "test accuracies are above.").format(
             start=pct(transfer["val accuracy (%)"]), end=pct(best["val accuracy (%)"]),
             change=num(change, "+.2f"), run=run_title(best))
-    if cfg.weights != "imagenet":
-        text += " " + _("This run used weights={weights} on the {dataset} dataset, not ImageNet "
-                        "weights on Food-101: its numbers cannot be compared with the "
-                        "original's.").format(weights=repr(cfg.weights), dataset=repr(cfg.dataset))
-    return both, text
+    return both, text + original_like_with_like(cfg.weights, used and used["source"],
+                                                bool(used and used["official_test"]))
 
 
 def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
@@ -317,8 +316,8 @@ def original_fixes(cfg: LabConfig, table: pd.DataFrame) -> str:
               if not any(soft) else _("integers 0..C-1: a sparse cross-entropy, or one-hot "
                                       "targets of depth C made from them in the runs with label "
                                       "smoothing or mixing"))
-    transfer = run_dirs(cfg, table[table["run"] == "transfer"])
-    rule = read_json(transfer[0] / "metrics.json").get("split_rule") if transfer else None
+    used = run_data(cfg, table)
+    rule = used["rule"] if used else None
     split = (_("the splits are fixed before training ({rule}), and the training split is "
                "reshuffled every epoch").format(rule=split_rule_text(rule)) if rule
              else _("the transfer run was not found"))

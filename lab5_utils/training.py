@@ -303,7 +303,7 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "selected_on": "validation", "selected_epoch": int(best["epoch"]),
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss,
         "num_train": info.num_train, "num_val": info.num_val, "num_test": test.num_examples,
-        "split_rule": info.split_rule,
+        "split_rule": info.split_rule, "data_source": info.source, "official_test": info.official_test,
         "split_of": {"final_accuracy": "train", "best_val_accuracy": "validation",
                      "final_val_accuracy": "validation", "final_val_loss": "validation",
                      "test_accuracy": "test", "test_top5": "test", "test_loss": "test"},

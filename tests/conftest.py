@@ -17,6 +17,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 from lab5_utils.config import LabConfig  # noqa: E402
+from lab5_utils.files import file_lock  # noqa: E402
 
 
 def tiny_config(tmp_path, **overrides) -> LabConfig:
@@ -41,7 +42,7 @@ def trained_lab(tmp_path_factory):
         root, lock = tmp_path_factory.mktemp("lab"), contextlib.nullcontext()
     else:
         root = tmp_path_factory.getbasetemp().parent / "trained_lab"
-        lock = _file_lock(root.with_name("trained_lab.lock"))
+        lock = file_lock(root.with_name("trained_lab.lock"))
     with lock:
         cfg = tiny_config(root, progress_seconds=0.05)
         output = root / "output.txt"
@@ -61,14 +62,37 @@ def trained_lab_output(cfg: LabConfig) -> str:
     return (Path(cfg.run_root).parent / "output.txt").read_text()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock between the test processes of one run (POSIX `flock`)."""
-    import fcntl
+# Food-101's official layout in miniature: classes.txt deliberately not in alphabetical order
+FOOD_CLASSES = ("pizza", "apple_pie", "sushi")
 
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+def write_official_food101(parent: Path, train: int = 10, test: int = 4, seed: int = 0) -> Path:
+    """`parent/food-101/` as Food-101's archive holds it: `images/<class>/<id>.jpg` (learnable
+    generated JPEGs) and `meta/{classes,train,test}.txt`, `train` + `test` images a class."""
+    from lab5_utils.data import synthetic_images
+
+    root = parent / "food-101"
+    (root / "meta").mkdir(parents=True)
+    images, labels = synthetic_images(len(FOOD_CLASSES), train + test, seed)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    counts = dict.fromkeys(range(len(FOOD_CLASSES)), 0)
+    for data, label in zip(images, labels):
+        name = FOOD_CLASSES[label]
+        (root / "images" / name).mkdir(parents=True, exist_ok=True)
+        entry = f"{name}/{100 + 7 * counts[label]}"
+        (root / "images" / f"{entry}.jpg").write_bytes(data)
+        lists["train" if counts[label] < train else "test"].append(entry)
+        counts[label] += 1
+    (root / "meta" / "classes.txt").write_text("\n".join(FOOD_CLASSES) + "\n")
+    for split, entries in lists.items():
+        (root / "meta" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    return root
+
+
+def write_archive(folder: Path, archive: Path) -> Path:
+    """`folder` packed as `archive` (tar.gz), its top folder named as in the archive."""
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
