@@ -9,7 +9,14 @@ import re
 import pandas as pd
 
 from lab5_utils import stats
-from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs, run_title
+from lab5_utils.analysis import (
+    best_finetune,
+    choice_split,
+    finished_finetunes,
+    row_ci,
+    run_dirs,
+    run_title,
+)
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
 from lab5_utils.tables import clock, p_equals
@@ -54,18 +61,19 @@ def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
     if best is None:
         parts.append("No fine-tuning run finished.")
     else:
-        n = len(done)
+        n, split = len(done), choice_split(done)
         plural = "s" if n > 1 and swept is None else ""
         parts.append(
             f"Chosen on validation, fine-tuning at **{run_title(best)}** had the best validation "
-            f"accuracy of the {n} {what}{plural} that finished ({row_ci(best, 'val')} at epoch "
-            f"{int(best['best epoch'])}). " + _verdict_sentence(best))
+            f"accuracy of the {n} {what}{plural} that finished ({row_ci(best, split)}"
+            + (f" with {best['test-time settings']}," if split != "val" else "")
+            + f" at epoch {int(best['best epoch'])}). " + _verdict_sentence(best))
         close = [r for _, r in done.iterrows() if r["run"] != best["run"]
-                 and r["val accuracy (%)"] >= best["val low (%)"]]
+                 and r[f"{split} accuracy (%)"] >= best[f"{split} low (%)"]]
         if close:
             parts.append(
                 "Validation does not separate it clearly from "
-                + ", ".join(f"{r['setting']} ({r['val accuracy (%)']:.2f} %)" for r in close)
+                + ", ".join(f"{r['setting']} ({r[f'{split} accuracy (%)']:.2f} %)" for r in close)
                 + ": their validation accuracies lie inside its 95 % interval.")
         others = [f"{r['setting']}: {_change(r)}" for _, r in done.iterrows()
                   if r["run"] != best["run"]]

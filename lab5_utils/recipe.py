@@ -32,6 +32,17 @@ def test_image_size(cfg: LabConfig) -> int:
     return cfg.test_image_size or cfg.image_size
 
 
+def trains_as_it_tests(cfg: LabConfig) -> bool:
+    """The test-time settings are the training ones (one pass at `image_size`): the kept
+    model's validation accuracy at test time is then validation's own number."""
+    return cfg.tta == "none" and test_image_size(cfg) == cfg.image_size
+
+
+def test_time_text(tta: str, size: int) -> str:
+    """How tables name the test-time settings: `flip TTA at 256 px` or `one pass at 224 px`."""
+    return f"{'flip TTA' if tta == 'flip' else 'one pass'} at {size} px"
+
+
 def make_loss(cfg: LabConfig | None = None) -> keras.losses.Loss:
     """Cross-entropy: categorical with `label_smoothing` on one-hot labels, else sparse."""
     cfg = cfg or LabConfig()
@@ -109,7 +120,7 @@ def ema_callbacks(cfg: LabConfig, backup_dir: str | Path | None = None) -> list:
 
 
 def test_time_model(model: keras.Model, cfg: LabConfig) -> keras.Model:
-    """The model the test split is measured with: `model` itself (tta="none") or, for
+    """The model with the run's `tta`: `model` itself (tta="none") or, for
     tta="flip", a model whose output is the mean of `model`'s softmax on each image and on its
     mirror image (the same weights, nothing copied)."""
     if cfg.tta == "none":
@@ -185,10 +196,10 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
         ("mixing images", "; ".join(mixing) or "off", "each training image is blended with "
          "(mixup) or pasted into (cutmix) another image of its batch, labels mixed alike; "
          "with both on, each batch gets one of the two" if mixing else "–"),
-        ("test time", f"{'flip TTA' if cfg.tta == 'flip' else 'one pass'} at "
-         f"{r['test_image_size']} px (training: {cfg.image_size} px)",
-         "the test split only: validation (which chooses the epoch) is one pass at "
-         f"{cfg.image_size} px"),
+        ("test time", f"{test_time_text(cfg.tta, r['test_image_size'])} (training: "
+         f"{cfg.image_size} px)", "after training, the kept model on validation (which "
+         "chooses between runs) and test; the epoch is chosen at "
+         f"{cfg.image_size} px, one pass"),
     ]
     return pd.DataFrame(rows, columns=["part", "setting", "what it does"])
 

@@ -64,11 +64,17 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     changes, p-values to 3 decimals."""
     shown = table.assign(
         val=[_with_interval(r, "val") for _, r in table.iterrows()],
+        val_at_test_time=[_with_interval(r, "test-time val") for _, r in table.iterrows()],
         test=[_with_interval(r, "test") for _, r in table.iterrows()])
     columns = {
         "setting": ("run", "{}"), "learning rate": ("learning rate", lr_text),
         "status": ("status", "{}"), "best epoch": ("best epoch", "{:d}"),
         "val": ("validation accuracy (%) [95 % CI]", "{}"),
+    }
+    if _test_time_differs(table):
+        columns |= {"test-time settings": ("test time", "{}"), "val_at_test_time": (
+            "validation accuracy at test time (%) [95 % CI]", "{}")}
+    columns |= {
         "test": ("test accuracy (%) [95 % CI]", "{}"),
         "test change vs transfer (points)": ("test change vs transfer (points)", "{:+.2f}"),
         "McNemar p": ("McNemar p", p_value), "vs transfer": ("vs transfer", "{}"),
@@ -80,6 +86,14 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     columns |= {"trainable params": ("trainable parameters", "{:,}"),
                 "seconds / epoch": ("seconds per epoch", "{:.1f}"), "error": ("error", "{}")}
     return view(shown.astype(object).where(shown.notna(), None), columns)
+
+
+def _test_time_differs(table: pd.DataFrame) -> bool:
+    """Whether validation at the test-time settings says more than validation itself: the
+    settings differ between runs, or some run's two validation accuracies differ."""
+    done = table.dropna(subset=["test-time val accuracy (%)"])
+    return done["test-time settings"].nunique() > 1 or bool(
+        (done["test-time val accuracy (%)"] != done["val accuracy (%)"]).any())
 
 
 def _with_interval(row: pd.Series, split: str) -> str | None:
