@@ -31,6 +31,10 @@ def describe_run(metrics: dict, baseline: dict | None = None) -> str:
             f"{_pct(metrics['final_accuracy'])} training accuracy; "
             f"{metrics['trainable_params']:,} trainable parameters; "
             f"{'-' if seconds is None else f'{seconds:.1f} s'} per epoch.")
+    at_test_time = metrics.get("test_time_val_accuracy")
+    if at_test_time is not None and at_test_time != metrics["best_val_accuracy"]:
+        text += (f" Measured as the test split is ({metrics['test_time']}), its validation "
+                 f"accuracy is {_pct(at_test_time)}.")
     if "test_accuracy" in metrics:
         test = _with_ci(metrics["test_accuracy"], metrics["num_test"])
         text += (f" The kept model's test accuracy: {test}"

@@ -28,7 +28,8 @@ def one_hot(cfg: LabConfig) -> bool:
 
 
 def test_image_size(cfg: LabConfig) -> int:
-    """The input size of the test evaluation (`test_image_size`, by default `image_size`)."""
+    """The input size after training, for validation and test (`test_image_size`, by default
+    `image_size`)."""
     return cfg.test_image_size or cfg.image_size
 
 

@@ -139,6 +139,20 @@ def test_a_learning_rate_sweep_at_the_training_settings_shows_no_test_time_colum
     assert "validation accuracy at test time (%) [95 % CI]" not in shown.columns
 
 
+def test_a_runs_text_gives_validation_at_test_time_only_when_it_differs():
+    metrics = {"best_val_accuracy": 0.6, "best_epoch": 6, "first_epoch": 5, "last_epoch": 6,
+               "final_val_accuracy": 0.58, "final_accuracy": 0.7, "trainable_params": 1000,
+               "seconds_per_epoch": 2.0, "learning_rate": 1e-4}
+    assert "as the test split is" not in narrative.describe_run(metrics)  # an older run
+    same = metrics | {"test_time_val_accuracy": 0.6, "test_time": "one pass at 96 px"}
+    assert "as the test split is" not in narrative.describe_run(same)
+    for value in (0.64, 0.52):
+        text = narrative.describe_run(metrics | {"test_time_val_accuracy": value,
+                                                 "test_time": "flip TTA at 128 px"})
+        assert (f"Measured as the test split is (flip TTA at 128 px), its validation accuracy "
+                f"is {100 * value:.2f} %.") in text
+
+
 # --- one training for every value of a test-time setting ----------------------------------------
 def _finished(folder: Path, cfg: LabConfig) -> None:
     """A finished fine-tuning run folder by hand (its training files are stand-ins)."""
