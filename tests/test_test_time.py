@@ -192,6 +192,19 @@ def test_a_run_that_trains_differently_copies_nothing(tmp_path):
     assert sorted(p.name for p in flip.iterdir()) == []
 
 
+def test_the_estimate_counts_one_training_for_a_sweep_of_a_test_time_setting(tmp_path,
+                                                                             monkeypatch):
+    from lab5_utils import estimate, report
+
+    calls = []
+    monkeypatch.setattr(estimate, "preflight", lambda cfg, stages, *a, **k: calls.append(
+        (stages, k["finetune_runs"])))
+    cfg = LabConfig.preset("quick", run_root=str(tmp_path / "runs"))
+    for key, values in (("test_image_size", [224, 256, 288]), ("dropout", [0.1, 0.2, 0.3])):
+        report._preflight(cfg, sweep_runs([1e-4], key, values), False, False, False, 5, [])
+    assert calls == [(["transfer", "finetune"], 1), (["transfer", "finetune"], 3)]
+
+
 # --- lab5 predict applies them; --no-test-time turns them off -----------------------------------
 @pytest.fixture
 def sided_model(tmp_path):
