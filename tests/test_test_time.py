@@ -19,6 +19,7 @@ from lab5_utils.config import LabConfig
 from lab5_utils.predict import predict_files
 from lab5_utils.sweep import parse_sweep, sweep_runs
 from tests.conftest import tiny_config
+from tests.test_predict import halves_model
 
 
 # --- one function: the model at its test-time settings ----------------------------------------
@@ -164,12 +165,17 @@ def _finished(folder: Path, cfg: LabConfig) -> None:
     (folder / "metrics.json").write_text("{}")
 
 
+def _beside(cfg: LabConfig, trained: str, new: str) -> tuple[Path, Path]:
+    """A finished run folder `trained` and an empty one `new` beside it."""
+    folders = Path(cfg.run_root) / trained, Path(cfg.run_root) / new
+    _finished(folders[0], cfg)
+    folders[1].mkdir()
+    return folders
+
+
 def test_a_run_that_differs_only_in_test_time_settings_copies_the_training(tmp_path):
     cfg = tiny_config(tmp_path)
-    trained = Path(cfg.run_root) / "finetune_lr=1e-04_tta=none"
-    _finished(trained, cfg)
-    flip = Path(cfg.run_root) / "finetune_lr=1e-04_tta=flip"
-    flip.mkdir()
+    trained, flip = _beside(cfg, "finetune_lr=1e-04_tta=none", "finetune_lr=1e-04_tta=flip")
     assert rundir.share_training(flip, cfg.replace(tta="flip", test_image_size=96)) == trained
     for name in ("best.keras", "history.csv", "tb/train/events"):
         assert (flip / name).read_bytes() == (trained / name).read_bytes()
@@ -180,10 +186,7 @@ def test_a_run_that_differs_only_in_test_time_settings_copies_the_training(tmp_p
 
 def test_a_run_that_trains_differently_copies_nothing(tmp_path):
     cfg = tiny_config(tmp_path)
-    trained = Path(cfg.run_root) / "finetune_lr=1e-04"
-    _finished(trained, cfg)
-    other = Path(cfg.run_root) / "finetune_lr=1e-04_dropout=0.5"
-    other.mkdir()
+    trained, other = _beside(cfg, "finetune_lr=1e-04", "finetune_lr=1e-04_dropout=0.5")
     assert rundir.share_training(other, cfg.replace(dropout=0.5, tta="flip")) is None
     (trained / "metrics.json").unlink()  # unfinished: its training may still change
     flip = Path(cfg.run_root) / "finetune_lr=1e-04_tta=flip"
@@ -208,27 +211,15 @@ def test_the_estimate_counts_one_training_for_a_sweep_of_a_test_time_setting(tmp
 # --- lab5 predict applies them; --no-test-time turns them off -----------------------------------
 @pytest.fixture
 def sided_model(tmp_path):
-    """A 32 px model whose answer is the brighter side: "right" when the right half of the
-    image is brighter than the left. Its mirror image gets the other answer with the same
-    confidence, so flip TTA averages any image to exactly 50 / 50."""
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    dense = keras.layers.Dense(2, activation="softmax")
-    model = keras.Model(inputs, dense(x))
-    right = np.zeros((32, 32, 3), np.float32)
-    right[:, 16:] = 1.0
-    w = (right - 0.5).reshape(-1) * 0.05
-    dense.set_weights([np.stack([-w, w], axis=1), np.zeros(2, np.float32)])
-    path = tmp_path / "run" / "best.keras"
-    path.parent.mkdir()
-    model.save(path)
-    (path.parent / "class_names.json").write_text(json.dumps(["left", "right"]))
-    photo = np.zeros((40, 40, 3), np.uint8)
-    photo[:, 20:] = 230
+    """`halves_model` by columns: "right" when the right half of the image is brighter than
+    the left. Its mirror image gets the other answer with the same confidence, so flip TTA
+    averages any image to exactly 50 / 50. And a photo brighter on the right."""
     from PIL import Image
 
+    photo = np.zeros((40, 40, 3), np.uint8)
+    photo[:, 20:] = 230
     Image.fromarray(photo).save(tmp_path / "right.png")
-    return path, tmp_path / "right.png"
+    return halves_model(tmp_path / "run", axis=1, names=("left", "right")), tmp_path / "right.png"
 
 
 def test_predict_applies_the_runs_tta_and_the_flag_turns_it_off(sided_model, tmp_path, capsys):
