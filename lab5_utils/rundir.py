@@ -89,17 +89,21 @@ TRAINING_FILES = ("best.keras", "tb", "history.csv")  # the log last: it marks t
 TRAINED_IN = "trained_in.txt"  # the run whose training a run copied (`share_training`)
 
 
-def share_training(run_dir: Path, cfg: LabConfig) -> Path | None:
-    """A fresh fine-tuning run whose settings differ from a finished one beside it only in
-    `TEST_TIME_FIELDS` is trained already: that run's training files (`TRAINING_FILES`) are
-    copied in (and its name to `TRAINED_IN`), so `run_stage` only measures the copy at its
-    own test-time settings. Returns the run copied from, or None (nothing copied)."""
+def share_training(run_dir: Path, cfg: LabConfig, transfer_dir: Path) -> Path | None:
+    """A fresh fine-tuning run whose settings differ from a finished one beside it, started
+    from the same transfer run, only in `TEST_TIME_FIELDS` is trained already: that run's
+    training files (`TRAINING_FILES`) are copied in (and its name to `TRAINED_IN`), so
+    `run_stage` only measures the copy at its own test-time settings. Returns the run copied
+    from, or None (nothing copied)."""
     if (run_dir / "history.csv").exists():
         return None
     for other in sorted(run_dir.parent.glob("finetune_*")):
         config = other / "config.json"
         if other == run_dir or not is_finished(other) or not config.is_file() or not all(
                 (other / name).exists() for name in TRAINING_FILES):
+            continue
+        started = read_json(other / "metrics.json").get("transfer_run")
+        if started is None or Path(started).resolve() != transfer_dir.resolve():
             continue
         if not differences(read_json(config), cfg, ignore=TEST_TIME_FIELDS):
             atomic_write_text(run_dir / TRAINED_IN, other.name + "\n")

@@ -94,7 +94,7 @@ def run_stage(
     train_ds, val_ds, test_ds, info = load_splits(cfg, encoded)
     rundir.prepare_run_dir(run_dir, cfg, force)
     if stage == "finetune":  # another value of tta or test_image_size trained it already?
-        rundir.share_training(run_dir, cfg)
+        rundir.share_training(run_dir, cfg, transfer_dir)
     with chosen.scope():  # building, loading, calibration, compile, fit and the evaluations
         return _train(cfg, stage, lr, run_dir, transfer_dir, verbose,
                       (train_ds, val_ds, test_ds, info, test_time_validation(cfg, encoded)),

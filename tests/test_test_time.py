@@ -162,7 +162,8 @@ def _finished(folder: Path, cfg: LabConfig) -> None:
     (folder / "config.json").write_text(cfg.to_json())
     (folder / "best.keras").write_bytes(b"weights")
     (folder / "history.csv").write_text("epoch,val_accuracy\n4,0.5\n")
-    (folder / "metrics.json").write_text("{}")
+    transfer = Path(cfg.run_root) / "transfer"
+    (folder / "metrics.json").write_text(json.dumps({"transfer_run": str(transfer)}))
 
 
 def _beside(cfg: LabConfig, trained: str, new: str) -> tuple[Path, Path]:
@@ -176,22 +177,28 @@ def _beside(cfg: LabConfig, trained: str, new: str) -> tuple[Path, Path]:
 def test_a_run_that_differs_only_in_test_time_settings_copies_the_training(tmp_path):
     cfg = tiny_config(tmp_path)
     trained, flip = _beside(cfg, "finetune_lr=1e-04_tta=none", "finetune_lr=1e-04_tta=flip")
-    assert rundir.share_training(flip, cfg.replace(tta="flip", test_image_size=96)) == trained
+    transfer = Path(cfg.run_root) / "transfer"
+    elsewhere = Path(cfg.run_root) / "other" / ".." / "transfer"  # the same folder, spelled apart
+    other_start = tmp_path / "transfer"
+    assert rundir.share_training(flip, cfg.replace(tta="flip"), other_start) is None
+    assert rundir.share_training(flip, cfg.replace(tta="flip", test_image_size=96),
+                                 elsewhere) == trained
     for name in ("best.keras", "history.csv", "tb/train/events"):
         assert (flip / name).read_bytes() == (trained / name).read_bytes()
     assert (flip / rundir.TRAINED_IN).read_text().strip() == trained.name
     assert not (flip / "metrics.json").exists()  # it is measured, not finished
-    assert rundir.share_training(flip, cfg.replace(tta="flip")) is None  # has its training now
+    assert rundir.share_training(flip, cfg.replace(tta="flip"), transfer) is None  # trained now
 
 
 def test_a_run_that_trains_differently_copies_nothing(tmp_path):
     cfg = tiny_config(tmp_path)
     trained, other = _beside(cfg, "finetune_lr=1e-04", "finetune_lr=1e-04_dropout=0.5")
-    assert rundir.share_training(other, cfg.replace(dropout=0.5, tta="flip")) is None
+    transfer = Path(cfg.run_root) / "transfer"
+    assert rundir.share_training(other, cfg.replace(dropout=0.5, tta="flip"), transfer) is None
     (trained / "metrics.json").unlink()  # unfinished: its training may still change
     flip = Path(cfg.run_root) / "finetune_lr=1e-04_tta=flip"
     flip.mkdir()
-    assert rundir.share_training(flip, cfg.replace(tta="flip")) is None
+    assert rundir.share_training(flip, cfg.replace(tta="flip"), transfer) is None
     assert sorted(p.name for p in flip.iterdir()) == []
 
 
@@ -269,8 +276,7 @@ def test_a_sweep_value_of_tta_is_measured_on_the_copied_training_without_fit(
 
     cfg, transfer, finetune = trained_lab
     root = tmp_path / "runs"
-    for run in (transfer, finetune):
-        shutil.copytree(run.run_dir, root / run.run_dir.name)
+    shutil.copytree(finetune.run_dir, root / finetune.run_dir.name)  # started from `transfer`
     flip = cfg.replace(run_root=str(root), tta="flip")
 
     def no_fit(*args, **kwargs):
@@ -278,7 +284,8 @@ def test_a_sweep_value_of_tta_is_measured_on_the_copied_training_without_fit(
 
     monkeypatch.setattr(keras.Model, "fit", no_fit)
     run_dir = root / f"{finetune.run_dir.name}_tta=flip"
-    result = training.run_stage(flip, "finetune", run_dir=run_dir, verbose=0)
+    result = training.run_stage(flip, "finetune", run_dir=run_dir, verbose=0,
+                                transfer_dir=transfer.run_dir)
     m = result.metrics
     assert m["trained_in"] == finetune.run_dir.name and m["test_time"].startswith("flip TTA")
     assert m["best_val_accuracy"] == finetune.metrics["best_val_accuracy"]
