@@ -18,16 +18,21 @@ import pandas as pd
 from lab5_utils import stats
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import read_json
-from lab5_utils.i18n import _, num, pct
+from lab5_utils.i18n import N_, _, num, pct
 from lab5_utils.sweep import SweepRun, finished_lr_runs
 
 RESULT_COLUMNS = [
     "run", "setting", "learning rate", "status", "best epoch", "val accuracy (%)", "val low (%)",
-    "val high (%)", "test accuracy (%)", "test low (%)", "test high (%)",
+    "val high (%)", "test-time settings", "test-time val accuracy (%)", "test-time val low (%)",
+    "test-time val high (%)", "test accuracy (%)", "test low (%)", "test high (%)",
     "test change vs transfer (points)", "McNemar p", "vs transfer",
     "test change vs first (points)", "McNemar p vs first", "vs first", "val images",
     "test images", "trainable params", "seconds / epoch", "wall time (s)", "device", "error",
 ]  # fmt: skip
+
+
+VALIDATION_HEADERS = {"val": N_("validation accuracy (%)"),
+                      "test-time val": N_("validation accuracy at test time (%)")}
 
 
 # --- the results table ------------------------------------------------------------------------
@@ -35,10 +40,12 @@ def results_table(cfg: LabConfig, runs: Sequence[SweepRun] | None = None,
                   failed: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: the transfer baseline, then each run of the sweep (finished, failed or
     missing; `runs` None: every finished learning-rate run under `cfg.run_root`). Validation
-    accuracy (the best epoch's: what chose the model) and test accuracy of the chosen model, in
-    percent with 95 % Wilson intervals; each fine-tuned model is compared with the transfer
-    model on the same test images by McNemar's exact test, and in a sweep of a setting also
-    with the sweep's first value. `failed` maps "transfer" or a run's name to its error."""
+    accuracy (the best epoch's: what chose the epoch), the kept model's validation accuracy at
+    its test-time settings (`tta`, `test_image_size`: what chooses between runs; missing for
+    runs of an older lab5) and its test accuracy, in percent with 95 % Wilson intervals; each
+    fine-tuned model is compared with the transfer model on the same test images by McNemar's
+    exact test, and in a sweep of a setting also with the sweep's first value. `failed` maps
+    "transfer" or a run's name to its error."""
     from lab5_utils.training import default_run_dir
 
     failed = dict(failed or {})
@@ -71,10 +78,16 @@ def _result_row(run: str, setting: str, lr: float, metrics: dict | None, error: 
     test, n_test = metrics.get("test_accuracy", math.nan), metrics.get("num_test")
     val_ci = stats.accuracy_interval(val, n_val or 0)
     test_ci = stats.accuracy_interval(test, n_test or 0)
+    at_test_time = metrics.get("test_time_val_accuracy", math.nan)
+    at_test_time_ci = stats.accuracy_interval(at_test_time, n_val or 0)
     return row | {
         "status": "finished", "best epoch": metrics["best_epoch"],
         "val accuracy (%)": _percent(val), "val low (%)": _percent(val_ci[0]),
-        "val high (%)": _percent(val_ci[1]), "test accuracy (%)": _percent(test),
+        "val high (%)": _percent(val_ci[1]), "test-time settings": metrics.get("test_time"),
+        "test-time val accuracy (%)": _percent(at_test_time),
+        "test-time val low (%)": _percent(at_test_time_ci[0]),
+        "test-time val high (%)": _percent(at_test_time_ci[1]),
+        "test accuracy (%)": _percent(test),
         "test low (%)": _percent(test_ci[0]), "test high (%)": _percent(test_ci[1]),
         "val images": n_val, "test images": n_test,
         "trainable params": metrics["trainable_params"],
@@ -121,24 +134,38 @@ def finished_finetunes(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["run"] != "transfer") & (table["status"] == "finished")]
 
 
+def choice_split(rows: pd.DataFrame) -> str:
+    """The validation number that chooses between `rows` (finished runs), as `row_ci` names it:
+    "test-time val", the kept model's accuracy at its test-time settings, when every row has
+    it; else "val", the kept epoch's at the training size (runs of an older lab5 lack the other)."""
+    if not rows.empty and rows["test-time val accuracy (%)"].notna().all():
+        return "test-time val"
+    return "val"
+
+
 def best_finetune(table: pd.DataFrame) -> pd.Series | None:
-    """The finished fine-tuning row with the highest validation accuracy (on ties the first:
-    the higher LR, or the earlier value of a swept setting): chosen on validation, never on test."""
+    """The finished fine-tuning row with the highest validation accuracy (`choice_split`; on
+    ties the first: the higher LR, or the earlier value of a swept setting): chosen on
+    validation, never on test."""
     done = finished_finetunes(table)
-    return None if done.empty else done.loc[done["val accuracy (%)"].idxmax()]
+    if done.empty:
+        return None
+    return done.loc[done[f"{choice_split(done)} accuracy (%)"].idxmax()]
 
 
 def glance_data(table: pd.DataFrame) -> pd.DataFrame:
     """What the report's first figure shows: one row per finished run (transfer learning
     first), its validation and test accuracy with their 95 % intervals (percent), and which
-    run validation chose (the best fine-tuning run; transfer learning when none finished)."""
+    run validation chose (the best fine-tuning run; transfer learning when none finished).
+    Validation is the number that chose (`choice_split`)."""
     done = table[table["status"] == "finished"]
     best = best_finetune(table)
     chosen = best["run"] if best is not None else "transfer"
+    splits = {"val": choice_split(done), "test": "test"}
     return pd.DataFrame({
         "run": done["run"], "label": done["setting"],
-        **{f"{split} {part}": done[f"{split} {part} (%)"]
-           for split in ("val", "test") for part in ("accuracy", "low", "high")},
+        **{f"{split} {part}": done[f"{column} {part} (%)"]
+           for split, column in splits.items() for part in ("accuracy", "low", "high")},
         "chosen": done["run"] == chosen,
     }).reset_index(drop=True)
 
@@ -195,8 +222,8 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
                     ) -> ModelEvaluations:
     """Top-1/top-5/loss on the test split of the transfer model and the best fine-tuned model
     (both with 95 % intervals), and the details of the one with the higher *validation*
-    accuracy (fine-tuned on ties). Read from each run's saved test predictions: no model is
-    loaded; only the images shown are decoded again."""
+    accuracy (`choice_split`; fine-tuned on ties). Read from each run's saved test
+    predictions: no model is loaded; only the images shown are decoded again."""
     from lab5_utils import evaluate
 
     runs = {_("transfer"): table[table["run"] == "transfer"].iloc[0]}
@@ -204,6 +231,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     if best is not None:
         runs[_("fine-tuned, {run}").format(run=run_title(best))] = best
     class_names = read_json(Path(cfg.run_root) / "transfer" / "class_names.json")
+    split = choice_split(pd.DataFrame(list(runs.values())))
     rows, details = [], {}
     for name, row in runs.items():
         predictions = evaluate.load_predictions(Path(cfg.run_root) / row["run"])
@@ -211,36 +239,41 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
         details[name] = (result, predictions)
         rows.append({_("model"): name, _("chosen by"): _("validation"),
                      _("epoch"): int(row["best epoch"]),
-                     _("validation accuracy (%)"): row_ci(row, "val"),
+                     _(VALIDATION_HEADERS[split]): row_ci(row, split),
                      _("test top-1 (%)"): row_ci(row, "test"),
                      _("test top-5 (%)"): num(100 * result.top5),
                      _("test loss"): num(result.loss, ".3f"),
                      _("test images"): num(result.num_examples, ",")})
     summary = pd.DataFrame(rows)
     names = list(runs)
-    best_name = max(reversed(names), key=lambda n: runs[n]["val accuracy (%)"])  # ties: fine-tuned
+    best_name = max(reversed(names), key=lambda n: runs[n][f"{split} accuracy (%)"])  # ties: fine-tuned
     evaluation, predictions = details[best_name]
     top = evaluate.top_losses(predictions.y_true, predictions.probs, worst)
-    images = test_images(cfg, [*range(min(sample, len(predictions.y_true))), *top["index"]])
+    chosen = _metrics_or_none(Path(cfg.run_root) / runs[best_name]["run"]) or {}
+    size = chosen.get("recipe", {}).get("test_image_size")  # the chosen run's test size
+    images = test_images(cfg.replace(test_image_size=size) if size else cfg,
+                         [*range(min(sample, len(predictions.y_true))), *top["index"]])
     predictions.images = images[:sample]
     return ModelEvaluations(summary, best_name, evaluation, predictions, class_names, top,
                             images[sample:], Path(cfg.run_root) / runs[best_name]["run"])
 
 
 def test_images(cfg: LabConfig, indices: list[int]) -> np.ndarray:
-    """uint8 images of the test split at `indices` (in that order), as the model saw them."""
+    """uint8 images of the test split at `indices` (in that order), as the model saw them: at
+    the test size (`test_image_size`)."""
     import tensorflow as tf
 
-    from lab5_utils import data, pipeline
+    from lab5_utils import data, pipeline, recipe
 
+    size = recipe.test_image_size(cfg)
     if not indices:
-        return np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8)
+        return np.zeros((0, size, size, 3), np.uint8)
     wanted = sorted(set(indices))
     keys = tf.constant(wanted, tf.int64)
     picked = (data.load_encoded(cfg).test.take(wanted[-1] + 1).enumerate()
               .filter(lambda i, example: tf.reduce_any(tf.equal(i, keys)))
               .map(lambda i, example: example))
-    batches = pipeline.make_pipeline(picked, cfg.replace(cache_validation="", batch_size=64),
-                                     training=False)
+    batches = pipeline.make_pipeline(
+        picked, cfg.replace(cache_validation="", batch_size=64, image_size=size), training=False)
     images = np.concatenate([np.asarray(x) for x, _ in batches])
     return images[[wanted.index(i) for i in indices]]

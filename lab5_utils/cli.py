@@ -91,7 +91,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from lab5_utils.predict import predict_files, predictions_table, predictions_text
 
     results, problems = predict_files(args.model, args.images, top=args.top,
-                                      explain_dir=args.explain, force=args.force)
+                                      explain_dir=args.explain, force=args.force,
+                                      test_time=args.test_time)
     if args.csv:
         print(predictions_table(results, problems).to_csv(index=False), end="")
     elif results:
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="write a Grad-CAM overlay of the top class per image: DIR/<stem>.png")
             p.add_argument("--force", action="store_true",
                            help="--explain: replace overlay files that already exist")
+            p.add_argument("--no-test-time", dest="test_time", action="store_false",
+                           help="ignore the run's tta and test_image_size (config.json beside "
+                                "the model): one pass at the training size")
     return parser
 
 

@@ -36,6 +36,8 @@ PRESETS = ("demo", "quick", "full")
 # validation pass computes; tests/test_old_runs.py checks it) and where an archive is extracted.
 RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
                          "distribution", "progress_seconds", "cache_validation", "data_cache")
+TEST_TIME_FIELDS = ("tta", "test_image_size")  # act after training only: runs differing in them
+# alone train alike (`rundir.share_training`)
 # A new field's default reproduces what runs did before it existed, except these: a config.json
 # without one of them was made with the value given here.
 LEGACY_VALUES: dict[str, Any] = {

@@ -378,17 +378,26 @@ def _hue_channel(x: float) -> float:
     return float(np.clip(abs((x % 1.0) * 6 - 3) - 1, 0, 1))
 
 
-def load_splits(cfg: LabConfig) -> Splits:
-    """Batched, prefetched train, validation and test datasets plus their `DataInfo`. Training
-    and validation labels are one-hot when the recipe needs them (`recipe.one_hot`); the test
-    split keeps integer labels, at the recipe's test size, and is never cached: it is read once
-    per finished run."""
-    train, val, test, info = load_encoded(cfg)
+def load_splits(cfg: LabConfig, encoded: Splits | None = None) -> Splits:
+    """Batched, prefetched train, validation and test datasets plus their `DataInfo` (from
+    `encoded`, else `load_encoded(cfg)`). Training and validation labels are one-hot when the
+    recipe needs them (`recipe.one_hot`); the test split keeps integer labels, at the recipe's
+    test size, and is never cached: it is read once per finished run."""
+    train, val, test, info = encoded or load_encoded(cfg)
     depth = info.num_classes if recipe.one_hot(cfg) else None
-    test_cfg = cfg.replace(cache_validation="", image_size=recipe.test_image_size(cfg))
     return Splits(
         make_pipeline(train, cfg, training=True, num_examples=info.num_train, one_hot_depth=depth),
         make_pipeline(val, cfg, training=False, num_examples=info.num_val, one_hot_depth=depth),
-        make_pipeline(test, test_cfg, training=False),
+        make_pipeline(test, _test_time_config(cfg), training=False),
         info,
     )
+
+
+def test_time_validation(cfg: LabConfig, encoded: Splits) -> tf.data.Dataset:
+    """The validation split read as the test split is (integer labels, at the recipe's test
+    size, not cached): what the kept model is measured on at its test-time settings."""
+    return make_pipeline(encoded.validation, _test_time_config(cfg), training=False)
+
+
+def _test_time_config(cfg: LabConfig) -> LabConfig:
+    return cfg.replace(cache_validation="", image_size=recipe.test_image_size(cfg))

@@ -188,6 +188,13 @@ def with_input_size(model: keras.Model, cfg: LabConfig, size: int) -> keras.Mode
     return resized
 
 
+def at_test_time(model: keras.Model, cfg: LabConfig) -> keras.Model:
+    """The model as the run is measured after training, on validation and test alike, and as
+    `lab5 predict` applies it: rebuilt at `test_image_size` with the same weights, then with
+    flip TTA (`recipe.test_time_model`) when `tta="flip"`. The one place both settings act."""
+    return recipe.test_time_model(with_input_size(model, cfg, recipe.test_image_size(cfg)), cfg)
+
+
 def trainable_summary(model: keras.Model) -> dict[str, int]:
     """Trainable and non-trainable parameter counts."""
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)

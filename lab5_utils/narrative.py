@@ -9,12 +9,19 @@ import re
 import pandas as pd
 
 from lab5_utils import stats
-from lab5_utils.analysis import best_finetune, finished_finetunes, row_ci, run_dirs, run_title
+from lab5_utils.analysis import (
+    best_finetune,
+    choice_split,
+    finished_finetunes,
+    row_ci,
+    run_dirs,
+    run_title,
+)
 from lab5_utils.config import LabConfig, lr_label
 from lab5_utils.files import project_root, read_json
 from lab5_utils.i18n import _, ngettext, num, pct
 from lab5_utils.narrative_data import original_like_with_like, run_data
-from lab5_utils.tables import clock, p_equals, split_rule_text
+from lab5_utils.tables import clock, p_equals, split_rule_text, test_time_display
 
 
 def describe_run(metrics: dict, baseline: dict | None = None) -> str:
@@ -28,6 +35,11 @@ def describe_run(metrics: dict, baseline: dict | None = None) -> str:
         final_val=pct(100 * metrics["final_val_accuracy"]),
         final_train=pct(100 * metrics["final_accuracy"]), params=num(metrics["trainable_params"], ","),
         seconds="-" if seconds is None else _("{seconds} s").format(seconds=num(seconds, ".1f")))
+    at_test_time = metrics.get("test_time_val_accuracy")
+    if at_test_time is not None and at_test_time != metrics["best_val_accuracy"]:
+        text += " " + _("Measured as the test split is ({settings}), its validation accuracy is "
+                        "{val}.").format(settings=test_time_display(metrics.get("test_time")),
+                                         val=pct(100 * at_test_time))
     if "test_accuracy" in metrics:
         n = metrics["num_test"]
         text += " " + ngettext(
@@ -67,16 +79,22 @@ def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
     if best is None:
         parts.append(_("No fine-tuning run finished."))
     else:
+        split = choice_split(done)
         parts.append(_("Chosen on validation, fine-tuning at **{run}** had the best validation "
-                       "accuracy of the {what} that finished ({val} at epoch {epoch}).").format(
-            run=run_title(best), what=what, val=row_ci(best, "val"), epoch=int(best["best epoch"]))
+                       "accuracy of the {what} that finished ({val}{settings} at epoch "
+                       "{epoch}).").format(
+            run=run_title(best), what=what, val=row_ci(best, split),
+            settings=_(" with {settings},").format(
+                settings=test_time_display(best["test-time settings"])) if split != "val" else "",
+            epoch=int(best["best epoch"]))
             + " " + _verdict_sentence(best))
         close = [r for _r, r in done.iterrows() if r["run"] != best["run"]
-                 and r["val accuracy (%)"] >= best["val low (%)"]]
+                 and r[f"{split} accuracy (%)"] >= best[f"{split} low (%)"]]
         if close:
             parts.append(_("Validation does not separate it clearly from {runs}: their validation "
                            "accuracies lie inside its 95 % interval.").format(
-                runs=", ".join(f"{r['setting']} ({pct(r['val accuracy (%)'])})" for r in close)))
+                runs=", ".join(f"{r['setting']} ({pct(r[f'{split} accuracy (%)'])})"
+                               for r in close)))
         others = [f"{r['setting']}: {_change(r)}" for _r, r in done.iterrows()
                   if r["run"] != best["run"]]
         if others:

@@ -1,6 +1,8 @@
 """`lab5 predict`: the top-k classes of image files and folders, optionally with Grad-CAM
 overlays. Files are checked (`photos.image_problem`), turned upright (EXIF orientation) and
-preprocessed exactly as validation images are (`pipeline.model_input`)."""
+preprocessed exactly as validation images are (`pipeline.model_input`); the model is applied at
+its run's test-time settings (`tta`, `test_image_size`, from `config.json` beside it), as the
+run's validation and test were measured, unless `test_time=False`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab5_utils.config import LabConfig
 from lab5_utils.photos import exif_orientation, image_problem
 
 
@@ -29,6 +32,17 @@ def class_names_for(model_path: str | Path) -> list[str] | None:
     """The class names saved beside a run's model (`class_names.json`), if any."""
     path = Path(model_path).with_name("class_names.json")
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def test_time_settings(model_path: str | Path, image_size: int) -> dict | None:
+    """The test-time settings of the run a model was saved in (`config.json` beside it) for a
+    model trained at `image_size`: {"tta", "test_image_size"}, or None without a config."""
+    path = Path(model_path).with_name("config.json")
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return {"tta": saved.get("tta", "none"),
+            "test_image_size": saved.get("test_image_size") or image_size}
 
 
 def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -71,12 +85,15 @@ def overlay_targets(files: list[Path], out_dir: str | Path, force: bool = False)
 def predict_files(
     model_path: str | Path, paths: Iterable[str | Path], top: int = 5,
     explain_dir: str | Path | None = None, force: bool = False, batch_size: int = 16,
+    test_time: bool = True,
 ) -> tuple[list[FilePrediction], list[tuple[str, str]]]:
-    """Top-`top` (class, probability) of each image file (folders: their files, recursively).
-    Files that are not images or cannot be decoded are reported as (path, reason) in the
-    second list; the others still run. With `explain_dir`, a Grad-CAM overlay of the top class
-    on each photo as displayed goes to `explain_dir/<stem>.png` (see `overlay_targets`)."""
-    from lab5_utils.model import load_model
+    """Top-`top` (class, probability) of each image file (folders: their files, recursively),
+    at the run's test-time settings (`test_time_settings`; `test_time=False`: one pass at the
+    training size). Files that are not images or cannot be decoded are reported as (path,
+    reason) in the second list; the others still run. With `explain_dir`, a Grad-CAM overlay
+    of the top class on each photo as displayed goes to `explain_dir/<stem>.png` (see
+    `overlay_targets`), from the model at the size it predicts at."""
+    from lab5_utils import model as mdl
 
     if top < 1:
         raise ValueError(f"--top={top} is not valid: expected an integer >= 1.")
@@ -89,7 +106,14 @@ def predict_files(
         else:
             problems.append((str(path), problem))
     targets = overlay_targets(usable, explain_dir, force) if explain_dir is not None else None
-    model = load_model(model_path)
+    model = mdl.load_model(model_path)
+    settings = test_time_settings(model_path, int(model.input_shape[1])) if test_time else None
+    if settings:  # the run's evaluation: one function for validation, test and here
+        cfg = LabConfig(image_size=int(model.input_shape[1]), **settings)
+        model = mdl.with_input_size(model, cfg, settings["test_image_size"])  # for Grad-CAM
+        scored = mdl.at_test_time(model, cfg)
+    else:
+        scored = model
     size = int(model.input_shape[1])
     names = class_names_for(model_path) or [f"class {i}" for i in range(model.output_shape[-1])]
     results = []
@@ -103,7 +127,7 @@ def predict_files(
         if not decoded:
             continue
         images = np.stack([d[2] for d in decoded])
-        probs = np.asarray(model(images, training=False), np.float32)
+        probs = np.asarray(scored(images, training=False), np.float32)
         if targets is not None:
             _write_overlays(model, images, probs.argmax(axis=1), decoded)
         for (path, target, *_), p in zip(decoded, probs):

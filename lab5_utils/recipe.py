@@ -16,7 +16,8 @@ import keras
 import pandas as pd
 
 from lab5_utils.config import MIXING, LabConfig, lr_label
-from lab5_utils.i18n import N_, _, ngettext, num
+from lab5_utils.i18n import N_, _, ngettext, num, use
+from lab5_utils.tables import test_time_words
 
 BACKUP_WEIGHTS = "latest.weights.h5"  # what BackupAndRestore restores from its folder
 
@@ -29,8 +30,22 @@ def one_hot(cfg: LabConfig) -> bool:
 
 
 def test_image_size(cfg: LabConfig) -> int:
-    """The input size of the test evaluation (`test_image_size`, by default `image_size`)."""
+    """The input size after training, for validation and test (`test_image_size`, by default
+    `image_size`)."""
     return cfg.test_image_size or cfg.image_size
+
+
+def trains_as_it_tests(cfg: LabConfig) -> bool:
+    """The test-time settings are the training ones (one pass at `image_size`): the kept
+    model's validation accuracy at test time is then validation's own number."""
+    return cfg.tta == "none" and test_image_size(cfg) == cfg.image_size
+
+
+def test_time_text(tta: str, size: int) -> str:
+    """The test-time settings as metrics.json stores them, in English whatever the report's
+    language (`tables.test_time_display` shows them in it): `flip TTA at 256 px`."""
+    with use("en"):
+        return test_time_words(tta, size)
 
 
 def make_loss(cfg: LabConfig | None = None) -> keras.losses.Loss:
@@ -110,7 +125,7 @@ def ema_callbacks(cfg: LabConfig, backup_dir: str | Path | None = None) -> list:
 
 
 def test_time_model(model: keras.Model, cfg: LabConfig) -> keras.Model:
-    """The model the test split is measured with: `model` itself (tta="none") or, for
+    """The model with the run's `tta`: `model` itself (tta="none") or, for
     tta="flip", a model whose output is the mean of `model`'s softmax on each image and on its
     mirror image (the same weights, nothing copied)."""
     if cfg.tta == "none":
@@ -195,11 +210,10 @@ def recipe_table(cfg: LabConfig, stage: str) -> pd.DataFrame:
             "each training image is blended with (mixup) or pasted into (cutmix) another image "
             "of its batch, labels mixed alike; with both on, each batch gets one of the two")
          if mixing else "–"),
-        (_("test time"), (_("flip TTA at {size} px (training: {train} px)") if cfg.tta == "flip"
-                          else _("one pass at {size} px (training: {train} px)")).format(
-            size=r["test_image_size"], train=cfg.image_size),
-         _("the test split only: validation (which chooses the epoch) is one pass at {size} "
-           "px").format(size=cfg.image_size)),
+        (_("test time"), _("{settings} (training: {train} px)").format(
+            settings=test_time_words(cfg.tta, r["test_image_size"]), train=cfg.image_size),
+         _("after training, the kept model on validation (which chooses between runs) and test; "
+           "the epoch is chosen at {size} px, one pass").format(size=cfg.image_size)),
     ]
     return pd.DataFrame(rows, columns=[_("part"), _("setting"), _("what it does")])
 

@@ -21,7 +21,14 @@ import pandas as pd
 
 from lab5_utils import estimate
 from lab5_utils.analysis import results_table
-from lab5_utils.config import PRESETS, LabConfig, add_settings_arguments, lab_config, lr_label
+from lab5_utils.config import (
+    PRESETS,
+    TEST_TIME_FIELDS,
+    LabConfig,
+    add_settings_arguments,
+    lab_config,
+    lr_label,
+)
 from lab5_utils.execute import NotebookExecutor, NotebookRun, error_text, finetune_job, job
 from lab5_utils.export import (
     combine_notebooks,
@@ -123,9 +130,12 @@ def run_report(
     lr_list.sort(reverse=True)
     skip = "" if transfer_ok else "the transfer-learning notebook failed"
     plan = sweep_runs(lr_list, key, values)
-    tuning = [executor.submit(finetune_job(i, run), common | training_params | {
-        "learning_rate": run.lr, "sweep_setting": run.change, "force": force}, skip)
-        for i, run in enumerate(plan, start=1)]
+    tuning = []
+    for i, run in enumerate(plan, start=1):
+        tuning.append(executor.submit(finetune_job(i, run), common | training_params | {
+            "learning_rate": run.lr, "sweep_setting": run.change, "force": force}, skip))
+        if i == 1 and key in TEST_TIME_FIELDS:  # the other values copy its training
+            tuning[0].result()
     runs = [future.result() for future in (first, transfer, *tuning)]
     failed = {r.run.name: r.error for r in runs if r.run is not None and r.status != "done"}
     params = {"lrs": lr_list, "swept": {"key": key, "values": values} if key else None,
@@ -171,6 +181,8 @@ def _preflight(cfg: LabConfig, runs: list[SweepRun], auto: bool, force: bool, al
     from lab5_utils.training import default_run_dir, is_finished
 
     todo = sum(force or not is_finished(run.run_dir(cfg)) for run in runs) + auto
+    if runs and runs[0].key in TEST_TIME_FIELDS:  # its values share one training
+        todo = min(todo, 1)
     stages = ["transfer"] * (force or not is_finished(default_run_dir(cfg, "transfer")))
     stages += ["finetune"] * (todo > 0)
     if stages:

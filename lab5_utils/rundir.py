@@ -21,6 +21,7 @@ from lab5_utils.config import (
     LEGACY_VALUES,
     NO_LEGACY_VALUE,
     RESULT_NEUTRAL_FIELDS,
+    TEST_TIME_FIELDS,
     LabConfig,
 )
 from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
@@ -55,17 +56,19 @@ def check_same_config(run_dir: Path, cfg: LabConfig, state: str) -> None:
         )
 
 
-def differences(recorded: dict[str, Any], cfg: LabConfig) -> list[str]:
+def differences(recorded: dict[str, Any], cfg: LabConfig, ignore: tuple[str, ...] = ()
+                ) -> list[str]:
     """Each setting that changes results and differs between a run's config.json (as any
     version wrote it) and `cfg`, as "name: <the run's> in the run, <now's> now". A field the
     file lacks counts at `config.LEGACY_VALUES` or else its default (the value that does what
-    runs did before the field existed); `config.RESULT_NEUTRAL_FIELDS` are not compared."""
+    runs did before the field existed); `config.RESULT_NEUTRAL_FIELDS` and `ignore` are not
+    compared."""
     now = json.loads(json.dumps(cfg.to_dict()))  # JSON's types on both sides (tuples: lists)
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
                 for f in dataclasses.fields(LabConfig)}
     changed = []
     for name, value in now.items():
-        if name in RESULT_NEUTRAL_FIELDS:
+        if name in RESULT_NEUTRAL_FIELDS or name in ignore:
             continue
         if name in recorded:
             if recorded[name] != value:
@@ -80,6 +83,40 @@ def differences(recorded: dict[str, Any], cfg: LabConfig) -> list[str]:
                                f"config.json has none, and runs before it behaved as "
                                f"{name}={legacy!r} does), {value!r} now")
     return changed
+
+
+TRAINING_FILES = ("best.keras", "tb", "history.csv")  # the log last: it marks them complete
+TRAINED_IN = "trained_in.txt"  # the run whose training a run copied (`share_training`)
+
+
+def share_training(run_dir: Path, cfg: LabConfig, transfer_dir: Path) -> Path | None:
+    """A fresh fine-tuning run whose settings differ from a finished one beside it, started
+    from the same transfer run, only in `TEST_TIME_FIELDS` is trained already: that run's
+    training files (`TRAINING_FILES`) are copied in (and its name to `TRAINED_IN`), so
+    `run_stage` only measures the copy at its own test-time settings. Returns the run copied
+    from, or None (nothing copied)."""
+    if (run_dir / "history.csv").exists():
+        return None
+    for other in sorted(run_dir.parent.glob("finetune_*")):
+        config = other / "config.json"
+        if other == run_dir or not is_finished(other) or not config.is_file() or not all(
+                (other / name).exists() for name in TRAINING_FILES):
+            continue
+        started = read_json(other / "metrics.json").get("transfer_run")
+        if started is None or Path(started).resolve() != transfer_dir.resolve():
+            continue
+        if not differences(read_json(config), cfg, ignore=TEST_TIME_FIELDS):
+            atomic_write_text(run_dir / TRAINED_IN, other.name + "\n")
+            for name in TRAINING_FILES:
+                if (other / name).is_dir():
+                    shutil.copytree(other / name, run_dir / name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(other / name, run_dir / name)
+            print(f"[lab5] trained as {other.name} (only tta or test_image_size differ): its "
+                  "training is reused, this run measures it at its own test-time settings",
+                  flush=True)
+            return other
+    return None
 
 
 def prepare_run_dir(run_dir: Path, cfg: LabConfig, force: bool) -> None:

@@ -3,6 +3,8 @@
 A sweep is a list of fine-tuning runs, each the lab's configuration with a change: a learning
 rate (`--lrs`), or one learning rate and one value of any other setting (`--sweep KEY=V1,V2`).
 All of them start from the same transfer run; notebook 03 trains one, notebook 04 compares them.
+The values of a test-time setting (`tta`, `test_image_size`) share one training: the first run
+trains, the others copy it and are measured at their own settings (`rundir.share_training`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ DEFAULT_LRS = (1e-4, 1e-5, 1e-7, 1e-8)
 # Settings one sweep cannot vary: they are shared with the transfer run every run starts from,
 # or they choose the data. The value says why, for the message.
 _SHARED = "shapes the transfer run or the data, which every run of the sweep shares"
-_TEST_ONLY = ("changes only the test evaluation, and validation (which chooses) does not see it: "
-              "the sweep could not choose between its values")
 NOT_SWEPT = {
     "finetune_learning_rate": "is swept with --lrs",
     "learning_rate": "is the transfer stage's learning rate; the sweep varies fine-tuning only",
@@ -34,7 +34,6 @@ NOT_SWEPT = {
     "synthetic_test_per_class": _SHARED, "validation_split": _SHARED, "test_split": _SHARED,
     "seed": "also chooses the validation hold-out and the folder splits, which must stay fixed",
     "preset_name": "is chosen with --preset", "run_root": "is chosen with --out",
-    "tta": _TEST_ONLY, "test_image_size": _TEST_ONLY,
 }
 
 

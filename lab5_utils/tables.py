@@ -31,6 +31,8 @@ _RULES = (
      N_("validation: tfds {split} (seeded hold-out of tfds train)")),
     (r"test: tfds validation \(Food-101's official test set\)",
      N_("test: tfds validation (Food-101's official test set)")),
+    (r"test: meta/test.txt \(Food-101's official test set\)",
+     N_("test: meta/test.txt (Food-101's official test set)")),
     (r"(?P<name>\w+): (?P<share>\d+)% of each class of (?P<folder>.+) \(seed (?P<seed>\d+)\)",
      N_("{name}: {share} % of each class of {folder} (seed {seed})")),
     (r"(?P<name>\w+): (?P<folder>.+)", N_("{name}: {folder}")),
@@ -78,6 +80,21 @@ def split_rule_text(rule: str) -> str:
     return "; ".join(parts)
 
 
+def test_time_words(tta: str, size: int) -> str:
+    """The test-time settings in the report's language: `flip TTA at 256 px`, `one pass at 224 px`."""
+    return (_("flip TTA at {size} px") if tta == "flip" else _("one pass at {size} px")).format(
+        size=size)
+
+
+def test_time_display(text: Any) -> str:
+    """metrics.json's `test_time` (stored in English, as `recipe.test_time_text` writes it) in
+    the report's language; `–` when a run has none."""
+    found = re.fullmatch(r"(flip TTA|one pass) at (\d+) px", str(text))
+    if not found:
+        return "–" if text is None or pd.isna(text) else str(text)
+    return test_time_words("flip" if found[1] == "flip TTA" else "none", int(found[2]))
+
+
 def p_value(p: float) -> str:
     """A p-value as the report prints it: `0.570`, `1.000`, `< 0.001`."""
     return "< " + num(0.001, ".3f") if p < 0.001 else num(p, ".3f")
@@ -108,12 +125,18 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     changes, p-values to 3 decimals."""
     shown = table.assign(
         val=[_with_interval(r, "val") for _r, r in table.iterrows()],
+        val_at_test_time=[_with_interval(r, "test-time val") for _r, r in table.iterrows()],
         test=[_with_interval(r, "test") for _r, r in table.iterrows()],
         setting=[_(s) if r == "transfer" else s for r, s in zip(table["run"], table["setting"])])
     columns = {
         "setting": (_("run"), "{}"), "learning rate": (_("learning rate"), lr_text),
         "status": (_("status"), word), "best epoch": (_("best epoch"), "{:d}"),
         "val": (_("validation accuracy (%) [95 % CI]"), "{}"),
+    }
+    if _test_time_differs(table):
+        columns |= {"test-time settings": (_("test time"), test_time_display), "val_at_test_time": (
+            _("validation accuracy at test time (%) [95 % CI]"), "{}")}
+    columns |= {
         "test": (_("test accuracy (%) [95 % CI]"), "{}"),
         "test change vs transfer (points)": (_("test change vs transfer (points)"), "{:+.2f}"),
         "McNemar p": (_("McNemar p"), p_value), "vs transfer": (_("vs transfer"), word),
@@ -126,6 +149,14 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     columns |= {"trainable params": (_("trainable parameters"), "{:,}"),
                 "seconds / epoch": (_("seconds per epoch"), "{:.1f}"), "error": (_("error"), "{}")}
     return view(shown.astype(object).where(shown.notna(), None), columns)
+
+
+def _test_time_differs(table: pd.DataFrame) -> bool:
+    """Whether validation at the test-time settings says more than validation itself: the
+    settings differ between runs, or some run's two validation accuracies differ."""
+    done = table.dropna(subset=["test-time val accuracy (%)"])
+    return done["test-time settings"].nunique() > 1 or bool(
+        (done["test-time val accuracy (%)"] != done["val accuracy (%)"]).any())
 
 
 def _with_interval(row: pd.Series, split: str) -> str | None:

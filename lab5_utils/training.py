@@ -23,7 +23,7 @@ from lab5_utils import distribute, evaluate, progress, recipe, rundir, seeding, 
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate
-from lab5_utils.data import load_splits, naming_undecodable_files
+from lab5_utils.data import load_encoded, load_splits, naming_undecodable_files, test_time_validation
 from lab5_utils.files import atomic_write_json, read_json
 from lab5_utils.resources import TrainingMemory, optimizer_state_mb
 from lab5_utils.rundir import RunError, is_finished
@@ -90,17 +90,21 @@ def run_stage(
     # them, and a refused distribution or a batch that does not split stops before any work.
     chosen = distribute.strategy(cfg)
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
-    train_ds, val_ds, test_ds, info = load_splits(cfg)  # a bad dataset stops here, before the run folder
+    encoded = load_encoded(cfg)  # a bad dataset stops here, before the run folder
+    train_ds, val_ds, test_ds, info = load_splits(cfg, encoded)
     rundir.prepare_run_dir(run_dir, cfg, force)
-    with chosen.scope():  # building, loading, calibration, compile, fit and the test evaluation
+    if stage == "finetune":  # another value of tta or test_image_size trained it already?
+        rundir.share_training(run_dir, cfg, transfer_dir)
+    with chosen.scope():  # building, loading, calibration, compile, fit and the evaluations
         return _train(cfg, stage, lr, run_dir, transfer_dir, verbose,
-                      (train_ds, val_ds, test_ds, info), chosen)
+                      (train_ds, val_ds, test_ds, info, test_time_validation(cfg, encoded)),
+                      chosen)
 
 
 def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: Path,
            verbose: int | str, splits, chosen) -> RunResult:
     """`run_stage` once the run folder is ready, inside the strategy's scope."""
-    train_ds, val_ds, test_ds, info = splits
+    train_ds, val_ds, test_ds, info, val_at_test_time = splits
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
@@ -162,18 +166,24 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         )
     wall = time.time() - start
     with naming_undecodable_files(cfg):
-        test = _evaluate_selected(model, run_dir, history, test_ds, info.class_names,
-                                  trained or cfg.ema, cfg)
+        val, test = _evaluate_selected(model, run_dir, history, (val_at_test_time, test_ds),
+                                       info.class_names, trained or cfg.ema, cfg)
     metrics = _metrics(cfg, stage, lr, model, history, timer, wall,
                        transfer_dir if stage == "finetune" else None, memory, info, test, chosen)
     metrics |= speed.speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
+    metrics |= {"test_time_val_accuracy": val, "test_time": recipe.test_time_text(
+        cfg.tta, recipe.test_image_size(cfg)), "image_size": cfg.image_size}
+    metrics["split_of"]["test_time_val_accuracy"] = "validation"
+    if trained and (run_dir / rundir.TRAINED_IN).is_file():  # trained by another run: its figures
+        metrics |= _training_measurements(run_dir)
     hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
-        "selected_val_accuracy": metrics["best_val_accuracy"],
+        "selected_val_accuracy": metrics["best_val_accuracy"], "test_time_val_accuracy": val,
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss})
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(f"[lab5] {stage} done: best val accuracy {metrics['best_val_accuracy']:.2%} at epoch "
-          f"{metrics['best_epoch']} (the model kept); its test accuracy {test.top1:.2%} on "
-          f"{test.num_examples} images; run dir {run_dir}", flush=True)
+          f"{metrics['best_epoch']} (the model kept); at test time ({metrics['test_time']}) "
+          f"{val:.2%} on validation and {test.top1:.2%} on {test.num_examples} test images; "
+          f"run dir {run_dir}", flush=True)
     return RunResult(run_dir, metrics, history)
 
 
@@ -245,21 +255,40 @@ class _EpochTimer(keras.callbacks.Callback):
         self.steps.append(self._steps)
 
 
-def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, test_ds,
-                       class_names: list[str], reload: bool, cfg: LabConfig) -> evaluate.Evaluation:
-    """The selected model (best val_accuracy, as in best.keras) measured on the test split as
-    the recipe says (`tta`, `test_image_size`); its per-image predictions are saved. The model
-    is `best.keras` already when the best epoch was the last one trained (unless `reload`, as
-    with EMA: best.keras holds the averaged weights that were validated); otherwise its
-    weights are loaded from there."""
-    best_epoch = int(history.loc[history["val_accuracy"].idxmax(), "epoch"])
-    if reload or best_epoch != int(history["epoch"].max()):
+def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, datasets,
+                       class_names: list[str], reload: bool, cfg: LabConfig
+                       ) -> tuple[float, evaluate.Evaluation]:
+    """The selected model (best val_accuracy, as in best.keras) at its test-time settings
+    (`model.at_test_time`): its validation accuracy, then its test evaluation, whose per-image
+    predictions are saved. `datasets`: (validation at the test size, test). When the test-time
+    settings are the training ones, validation's own number of the kept epoch is that accuracy.
+    The model is `best.keras` already when the best epoch was the last one trained (unless
+    `reload`, as with EMA: best.keras holds the averaged weights that were validated);
+    otherwise its weights are loaded from there."""
+    best = history.loc[history["val_accuracy"].idxmax()]
+    if reload or int(best["epoch"]) != int(history["epoch"].max()):
         model.load_weights(str(run_dir / "best.keras"))
-    tested = recipe.test_time_model(
-        mdl.with_input_size(model, cfg, recipe.test_image_size(cfg)), cfg)
+    tested = mdl.at_test_time(model, cfg)
+    validation, test_ds = datasets
+    if recipe.trains_as_it_tests(cfg):
+        val = float(best["val_accuracy"])
+    else:
+        seen = evaluate.collect_predictions(tested, validation, keep_images=0)
+        val = float(seen.correct.mean())
     predictions = evaluate.collect_predictions(tested, test_ds, keep_images=0)
     evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
-    return evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+    return val, evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+
+
+def _training_measurements(run_dir: Path) -> dict:
+    """What a run that copied another's training (`rundir.share_training`) reports of it: its
+    per-epoch time, memory and speed, and its name."""
+    trained_in = run_dir.parent / (run_dir / rundir.TRAINED_IN).read_text().strip()
+    measured = read_json(trained_in / "metrics.json")
+    keys = ("seconds_per_epoch", "first_epoch_seconds", "training_memory_mb", "memory_kind",
+            "steps_per_epoch", "train_images_per_s", "jit_compile", "jit_probe",
+            "steps_per_execution")
+    return {k: measured[k] for k in keys if k in measured} | {"trained_in": trained_in.name}
 
 
 def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:

@@ -39,10 +39,10 @@ def _finished_run(run_dir: Path, config: dict) -> dict:
 
 
 def _no_training(monkeypatch):
-    def refuse(cfg):
+    def refuse(*args):
         raise AssertionError("run_stage started to load data and train")
 
-    monkeypatch.setattr(training, "load_splits", refuse)
+    monkeypatch.setattr(training, "load_encoded", refuse)
 
 
 @pytest.mark.parametrize("version", ["625ef24", "a5f0878"])

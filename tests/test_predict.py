@@ -15,23 +15,31 @@ from tests.test_explain import small_cam_model
 from tests.test_photos import _TO_STORED, save_with_orientation, upright_photo
 
 
-@pytest.fixture
-def position_model(tmp_path):
-    """A 32 px model whose answer is where the light is: class "bottom" when the lower half of
-    the image is brighter than the upper half, "top" otherwise."""
+def halves_model(folder, axis: int = 0, names: tuple[str, str] = ("top", "bottom")):
+    """A 32 px model, saved as `folder/best.keras` with its class names, whose answer is where
+    the light is: `names[1]` when the second half of the image along `axis` (0: rows, 1:
+    columns) is brighter than the first, `names[0]` otherwise. Its answers to an image and to
+    that image mirrored along `axis` are the same two probabilities, swapped."""
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     dense = keras.layers.Dense(2, activation="softmax")
     model = keras.Model(inputs, dense(x))
-    lower = np.zeros((32, 32, 3), np.float32)
-    lower[16:] = 1.0
-    w = (lower - 0.5).reshape(-1) * 0.05
+    second = np.zeros((32, 32, 3), np.float32)
+    second[(slice(None),) * axis + (slice(16, None),)] = 1.0
+    w = (second - 0.5).reshape(-1) * 0.05
     dense.set_weights([np.stack([-w, w], axis=1), np.zeros(2, np.float32)])
-    path = tmp_path / "model" / "best.keras"
+    path = folder / "best.keras"
     path.parent.mkdir()
     model.save(path)
-    (path.parent / "class_names.json").write_text(json.dumps(["top", "bottom"]))
+    (path.parent / "class_names.json").write_text(json.dumps(list(names)))
     return path
+
+
+@pytest.fixture
+def position_model(tmp_path):
+    """`halves_model`: class "bottom" when the lower half of the image is brighter than the
+    upper half, "top" otherwise."""
+    return halves_model(tmp_path / "model")
 
 
 def _encoded(fmt: str, pixels: np.ndarray) -> bytes:

@@ -336,8 +336,8 @@ def test_run_stage_checks_a_changed_config_before_making_its_folder(tmp_path):
 @pytest.mark.slow
 def test_a_recipe_run_records_it_and_keeps_the_validated_averaged_weights(tmp_path):
     """Slow (one tiny EfficientNet transfer run, ~1 min): only run_stage shows that its own
-    callback order checkpoints the averaged weights and its test pass uses TTA at the test
-    size."""
+    callback order checkpoints the averaged weights and its test pass, and its validation pass
+    after training, use TTA at the test size."""
     cfg = tiny_config(tmp_path, transfer_epochs=2, ema=True, ema_momentum=0.9,
                       label_smoothing=0.1, optimizer="adamw", weight_decay=0.05,
                       augmentations=["flip", "crop", "randaugment"], tta="flip",
@@ -357,6 +357,11 @@ def test_a_recipe_run_records_it_and_keeps_the_validated_averaged_weights(tmp_pa
     saved = evaluate.load_predictions(result.run_dir)
     np.testing.assert_allclose(saved.probs, expected.probs, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(saved.y_true, expected.y_true)
+    validation = data.test_time_validation(cfg, data.load_encoded(cfg))
+    seen = evaluate.collect_predictions(mdl.at_test_time(best, cfg), validation, keep_images=0)
+    assert m["test_time_val_accuracy"] == pytest.approx(seen.correct.mean())
+    assert m["test_time"] == "flip TTA at 96 px" and m["image_size"] == cfg.image_size
+    assert m["split_of"]["test_time_val_accuracy"] == "validation"
 
 
 def test_quick_and_full_use_the_recipe_and_demo_keeps_the_old_defaults():

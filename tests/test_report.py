@@ -433,3 +433,26 @@ def test_a_sweep_of_a_setting_renders_with_its_comparison_and_verdict(sweep):
     assert f"({p_equals(p)}, {rows.iloc[2]['vs first']})" in text
     assert (rows.iloc[2]["vs first"] == "within noise") == (p >= 0.05)
     assert (figures / "val_accuracy_by_label_smoothing.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_of_tta_is_chosen_on_validation_at_its_settings_without_training_again(sweep):
+    """A sweep of a test-time setting in the same folder: its values train as the finished
+    lr=1e-03 run did, so both copy that training and are only measured, and validation at
+    each value's settings chooses (slow: two notebooks evaluate EfficientNet in kernels)."""
+    result, cfg, figures = sweep
+    again = run_report("demo", ["1e-3"], TINY, out=result.out, jobs=2, figures_dir=figures,
+                       sweep="tta=none,flip")
+    assert again.exit_code == 0
+    for value in ("none", "flip"):
+        metrics = _metrics(cfg, f"finetune_lr=1e-03_tta={value}")
+        assert metrics["trained_in"] == "finetune_lr=1e-03" and metrics["wall_time_s"] < 5
+    rows = pd.read_csv(again.out / "results.csv")
+    assert list(rows["test-time settings"]) == ["one pass at 32 px", "one pass at 32 px",
+                                                "flip TTA at 32 px"]
+    assert rows.loc[1, "val accuracy (%)"] == rows.loc[2, "val accuracy (%)"]  # one training
+    runs = rows.iloc[1:]
+    best = runs.loc[runs["test-time val accuracy (%)"].idxmax()]
+    text = re.sub(r"<[^>]+>", "", again.html.read_text())
+    assert f"Validation chose fine-tuning at {best['setting']} (lr=1e-03)." in text
+    assert "validation accuracy at test time (%) [95 % CI]" in text

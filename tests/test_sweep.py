@@ -54,7 +54,8 @@ def test_a_sweep_spec_is_parsed_by_the_fields_type_and_names_its_runs(cfg):
     ("seed=1,2", "cannot be swept, it also chooses the validation hold-out"),
     ("image_size=64,96", "cannot be swept"),
     ("finetune_learning_rate=1e-4", "is swept with --lrs"),
-    ("tta=none,flip", "changes only the test evaluation"),
+    ("tta=none,blur", "--sweep tta=blur: tta='blur' is not valid: expected one of none, flip"),
+    ("test_image_size=96,16", "--sweep test_image_size=16: test_image_size=16 is not valid"),
 ])
 def test_a_bad_sweep_is_one_clear_message(cfg, spec, message):
     with pytest.raises(ValueError, match=message):

@@ -110,8 +110,8 @@ def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypat
         finally:
             events.append("fit ends")
 
-    def load_splits(cfg):
-        splits = real_load(cfg)
+    def load_splits(cfg, encoded=None):
+        splits = real_load(cfg, encoded)
 
         def read():
             events.append("test read")
