@@ -26,6 +26,7 @@ from lab5_utils import food101_files, recipe
 from lab5_utils.config import LabConfig
 from lab5_utils.photos import DECODABLE, conversion_hint, exif_orientation, image_problem
 from lab5_utils.pipeline import decode, make_pipeline
+from lab5_utils.synthetic import synthetic_class_names, synthetic_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
@@ -332,7 +333,7 @@ def _files_dataset(files: list[tuple[str, int]]) -> tf.data.Dataset:
 
 def _synthetic(cfg: LabConfig) -> Splits:
     """Three generated splits: the seed makes them distinct images of the same classes."""
-    names = [f"class_{i:02d}_{_SHAPES[i % len(_SHAPES)]}" for i in range(cfg.num_classes)]
+    names = synthetic_class_names(cfg.num_classes)
     per_class = (cfg.synthetic_train_per_class, cfg.synthetic_val_per_class,
                  cfg.synthetic_test_per_class)
     arrays = [synthetic_images(cfg.num_classes, n, cfg.seed + i) for i, n in enumerate(per_class)]
@@ -341,41 +342,6 @@ def _synthetic(cfg: LabConfig) -> Splits:
     info = DataInfo(names, *(len(a[1]) for a in arrays[:2]), "synthetic",
                     num_test=len(arrays[2][1]), split_rule=f"three generated sets (seeds {seeds})")
     return Splits(train, val, test, info)
-
-
-_SHAPES = ("disc", "square", "stripes", "ring")
-
-
-def synthetic_images(num_classes: int, per_class: int, seed: int) -> tuple[list[bytes], np.ndarray]:
-    """Deterministic, learnable JPEGs: the class sets hue, shape and texture; noise varies the rest."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for i in range(num_classes * per_class):
-        label = i % num_classes
-        h, w = (int(v) for v in rng.integers(72, 129, size=2))
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        cy, cx, r = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6), rng.uniform(0.25, 0.38)
-        shape = _SHAPES[label % len(_SHAPES)]
-        if shape == "disc":
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-        elif shape == "square":
-            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
-        elif shape == "stripes":
-            mask = np.sin((xx + yy * (label % 3)) * (10 + label) + rng.uniform(0, 6)) > 0
-        else:
-            d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-            mask = (d < r) & (d > r * 0.55)
-        hue = label / num_classes
-        colour = 255 * np.array([_hue_channel(hue + k / 3) for k in range(3)])
-        background = rng.uniform(10, 60, size=3)
-        img = np.where(mask[..., None], colour, background) + rng.normal(0, 18, size=(h, w, 3))
-        images.append(tf.io.encode_jpeg(np.clip(img, 0, 255).astype(np.uint8), quality=90).numpy())
-        labels.append(label)
-    return images, np.array(labels, np.int32)
-
-
-def _hue_channel(x: float) -> float:
-    return float(np.clip(abs((x % 1.0) * 6 - 3) - 1, 0, 1))
 
 
 def load_splits(cfg: LabConfig, encoded: Splits | None = None) -> Splits:

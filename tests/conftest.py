@@ -69,7 +69,7 @@ FOOD_CLASSES = ("pizza", "apple_pie", "sushi")
 def write_official_food101(parent: Path, train: int = 10, test: int = 4, seed: int = 0) -> Path:
     """`parent/food-101/` as Food-101's archive holds it: `images/<class>/<id>.jpg` (learnable
     generated JPEGs) and `meta/{classes,train,test}.txt`, `train` + `test` images a class."""
-    from lab5_utils.data import synthetic_images
+    from lab5_utils.synthetic import synthetic_images
 
     root = parent / "food-101"
     (root / "meta").mkdir(parents=True)
