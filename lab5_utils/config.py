@@ -18,6 +18,8 @@ from lab5_utils.presets import PRESET_VALUES
 DATASETS = ("food101", "synthetic", "folder:PATH")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
+HEAVY_AUGMENTATIONS = ("rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
+AUGMENT_ON = ("auto", "device", "pipeline")  # where the heavy ones run (lab5_utils.augment)
 MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels
 OPTIMIZERS = ("adam", "adamw")
 TTA = ("none", "flip")
@@ -40,6 +42,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
     "strict_data": True,  # before damaged files were skipped, one stopped the run
     "distribution": "none",  # before tf.distribute, one device
+    "augment_on": "pipeline",  # before the choice, every augmentation ran in the tf.data map
 }
 # Fields no value of which reproduces a run made before them (why, for the message).
 NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
@@ -61,6 +64,7 @@ class LabConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     augmentations: list[str] = field(default_factory=lambda: ["flip", "crop"])
+    augment_on: str = "auto"  # "device" (in the training step), "pipeline" (tf.data), "auto"
     # The fine-tuning recipe (lab5_utils.recipe); each default is the lab before it existed
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # crop's area range
     randaugment_ops: int = 2  # operations per image (augmentations=...,randaugment)
@@ -139,6 +143,7 @@ class LabConfig:
         _check_choice("distribution", self.distribution, DISTRIBUTIONS)
         for aug in self.augmentations:
             _check_choice("augmentations", aug, AUGMENTATIONS)
+        _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         parse_unfreeze(self.unfreeze)
         for name, lo, hi in (("dropout", 0.0, 0.99), ("warmup_fraction", 0.0, 0.9),
                              ("validation_split", 0.01, 0.5), ("test_split", 0.01, 0.5),

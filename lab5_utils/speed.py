@@ -127,3 +127,84 @@ def speed_metrics(choice: dict, batch_size: int, num_train: int, metrics: dict) 
     seconds = metrics.get("seconds_per_epoch")
     return {k: choice[k] for k in ("jit_compile", "jit_probe", "steps_per_execution")} | {
         "train_images_per_s": images / seconds if seconds else None}
+
+
+# --- where the heavy augmentations run (augment_on) ----------------------------------------
+PLACEMENT_PROBE_BATCHES = 3  # timed batches per placement, after one untimed batch
+
+
+def input_rates(cfg: LabConfig, placements: tuple[str, ...] = ("pipeline", "device"),
+                batches: int = PLACEMENT_PROBE_BATCHES) -> dict[str, float]:
+    """images/s that `cfg`'s training input delivers with each placement, on generated
+    Food-101-like JPEGs at `cfg.image_size` (decoded every time, as without a cache): the
+    real `make_pipeline`, followed, for "device", by the training step's augmentation stage
+    (`augment.DeviceAugment`) run on this machine's device. Not the model's step."""
+    import numpy as np
+    import tensorflow as tf
+
+    from lab5_utils.augment import DeviceAugment
+    from lab5_utils.benchdata import SHAPES, food_like_jpeg
+    from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.recipe import one_hot
+
+    rng = np.random.default_rng(cfg.seed)
+    pool = [food_like_jpeg(rng, *SHAPES[i % len(SHAPES)]) for i in range(8)]
+    count = (batches + 1) * cfg.batch_size
+    encoded = tf.data.Dataset.from_tensor_slices((pool * -(-count // len(pool)))[:count])
+    ds = encoded.map(lambda e: (e, tf.constant(0, tf.int32)))
+    depth = 2 if one_hot(cfg) else None
+    rates = {}
+    for where in placements:
+        run_cfg = cfg.replace(augment_on=where, cache_train="", shuffle_buffer=1)
+        stage = DeviceAugment(run_cfg) if where == "device" else None
+        step = tf.function(stage) if stage is not None else None
+        seed = tf.constant([cfg.seed, 0], tf.int64)
+        iterator = iter(make_pipeline(ds, run_cfg, True, count, one_hot_depth=depth))
+        start = None
+        for i, (images, labels) in enumerate(iterator):
+            if step is not None:
+                images, labels = step(images, labels, seed)
+            images.numpy()  # waits for the device
+            start = time.perf_counter() if i == 0 else start
+        rates[where] = batches * cfg.batch_size / (time.perf_counter() - start)
+    return rates
+
+
+def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
+                      measure: Callable[[LabConfig], dict[str, float]] = input_rates
+                      ) -> tuple[LabConfig, dict[str, Any]]:
+    """`cfg` with `augment_on` resolved to "pipeline" or "device", and a record of why: the
+    run folder's placement when it holds one (`recorded`, its config.json: a resume keeps the
+    placement; a file without the field ran in the pipeline); "pipeline" when no heavy
+    augmentation is on (nothing to move); the setting when it is not "auto"; "device" with a
+    GPU/TPU; on a CPU, whichever `measure` finds faster."""
+    from lab5_utils.augment import heavy
+    from lab5_utils.config import LEGACY_VALUES
+
+    record: dict[str, Any] = {"setting": cfg.augment_on}
+    if not heavy(cfg.augmentations):
+        chosen, record["reason"] = "pipeline", "no augmentation to move: flip and crop stay"
+    elif cfg.augment_on != "auto":
+        chosen, record["reason"] = cfg.augment_on, "as set"
+    elif recorded is not None:
+        chosen = recorded.get("augment_on", LEGACY_VALUES["augment_on"])
+        record["reason"] = "the run folder's placement (a resume keeps it)"
+    elif accelerator_present():
+        chosen, record["reason"] = "device", "a GPU/TPU augments faster than the CPU"
+    else:
+        record["measured_images_per_s"] = {k: round(v, 1) for k, v in measure(cfg).items()}
+        chosen = max(record["measured_images_per_s"], key=record["measured_images_per_s"].get)
+        record["reason"] = "measured faster on this CPU"
+    record["chosen"] = chosen
+    return cfg.replace(augment_on=chosen), record
+
+
+def augment_on_message(record: dict[str, Any]) -> str:
+    """One line: where the heavy augmentations run, and why."""
+    rates = record.get("measured_images_per_s")
+    measured = (" (" + ", ".join(f"{k} {v:.0f} images/s" for k, v in rates.items()) + ")"
+                if rates else "")
+    where = ("inside the training step, on the device" if record["chosen"] == "device"
+             else "in the tf.data map, on the CPU")
+    return (f"[lab5] augment_on={record['setting']}: the training augmentations run {where}; "
+            f"{record['reason']}{measured}")
