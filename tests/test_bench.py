@@ -17,7 +17,7 @@ def _args(*argv):
 
 def test_bench_json_has_every_field_with_its_type(capsys):
     args = _args("--images", "8", "--batch-size", "4", "--image-size", "32", "--repeats", "2",
-                 "--no-fit", "--json")
+                 "--no-fit", "--no-step", "--json")
     assert bench.cmd_bench(args) == 0
     result = json.loads(capsys.readouterr().out)
     machine = result["machine"]
@@ -38,6 +38,13 @@ def test_bench_json_has_every_field_with_its_type(capsys):
                                      "validation_vs_plain", "validation_cached_vs_plain"}
     assert all(isinstance(v, float) for v in result["ratios"].values())
     assert result["fit"] is None
+    augment = result["augment"]  # quick's training input, each placement, against flip + crop
+    assert augment["augmentations"] == ["flip", "crop", "randaugment"]
+    for name in ("flip_crop", "pipeline", "device_cpu", "device_with_stage", "device_stage"):
+        assert augment[name]["median"] > 0 and len(augment[name]["runs"]) == 2
+    assert set(augment["ratios"]) == {"pipeline_vs_flip_crop", "device_cpu_vs_flip_crop",
+                                      "device_with_stage_vs_flip_crop"}
+    assert "bounds" not in augment  # --no-step
     assert set(result["targets"]) == set(bench.TARGETS) and result["targets"]["fit_vs_in_memory"] is None
 
 
@@ -161,3 +168,25 @@ def test_train_step_with_its_cpu_defaults_finishes_and_reports_every_measurement
     assert "no GPU/TPU found: CPU-sized defaults" in progress[0]
     assert len([line for line in progress if line.startswith("[bench ")]) == 4
     assert result["seconds"] < 300  # 3 minutes when idle; room for a shared machine's load
+
+
+@pytest.mark.parametrize("step_seconds, bound", [(0.05, "input"), (2.0, "step")])
+def test_the_bench_says_which_side_bounds_an_epoch_in_each_placement(step_seconds, bound):
+    """batch 64: a 0.05 s step takes 1280 images/s, more than the CPU's 300 (input-bound);
+    a 2 s step 32 images/s, fewer than even the heavy pipeline's 100 (step-bound)."""
+    from lab5_utils import bench_augment
+    from lab5_utils.estimate import Timing
+
+    measured = {"pipeline": {"median": 100.0}, "device_cpu": {"median": 300.0},
+                "device_stage": {"median": 640.0}}  # 0.1 s to augment a batch of 64
+    cfg = bench_augment.recipe_config(benchdata.Path("/nowhere"), 224, 64)
+    timing = Timing({"transfer": step_seconds, "finetune": step_seconds}, 0.1, {}, 1, 64)
+    out = bench_augment.bounds(measured, cfg, 1, lambda *a, **k: timing)
+    assert out["device_stage_seconds"] == 0.1
+    for where, cpu in (("pipeline", 100), ("device", 300)):
+        step = step_seconds + (0.1 if where == "device" else 0.0)
+        verdict = out["bounds"][where]["transfer"]
+        assert verdict["bound"] == bound
+        assert f"the CPU delivers {cpu} images/s" in verdict["text"]
+        assert f"the step takes {step:.3g} s a batch of 64" in verdict["text"]
+        assert verdict["text"].startswith(f"{bound}-bound: ")
