@@ -235,3 +235,9 @@ def attach(model: keras.Model, cfg: LabConfig, salt: int = 0) -> DeviceAugment |
     model.train_step = train_step
     model.train_function = None  # made again, with this step
     return stage
+
+
+def detach(model: keras.Model) -> None:
+    """Undo `attach`: the model's own training step again."""
+    vars(model).pop("train_step", None)
+    model.train_function = None

@@ -162,7 +162,7 @@ def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dic
 # --- the whole benchmark -------------------------------------------------------------------
 def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, repeats: int = 3,
               fit: bool = True, fit_image_size: int = 96, fit_batch_size: int = 32,
-              workdir: str | None = None, step_steps: int | None = 1) -> dict[str, Any]:
+              workdir: str | None = None, step_steps: int | None = None) -> dict[str, Any]:
     """Generate the JPEGs, measure, and return everything as one JSON-serializable dict.
     `step_steps`: timed steps of the model per stage for the input-/step-bound verdicts
     (`bench_augment`; None: not measured)."""
