@@ -44,9 +44,10 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
     from lab5_utils.data import load_splits
 
     cfg = recipe_config(root, image_size, batch_size)
+    # flip + crop and the device's CPU part back to back: the pair the target compares
     configs = {"flip_crop": cfg.replace(augmentations=["flip", "crop"]),
-               "pipeline": cfg.replace(augment_on="pipeline"),
-               "device_cpu": cfg.replace(augment_on="device")}
+               "device_cpu": cfg.replace(augment_on="device"),
+               "pipeline": cfg.replace(augment_on="pipeline")}
     pipelines = {name: load_splits(c).train for name, c in configs.items()}
     stage = tf.function(DeviceAugment(configs["device_cpu"]))
     seed = tf.constant([cfg.seed, 0], tf.int64)
