@@ -164,6 +164,10 @@ class LabConfig:
             _fail("jit_compile", self.jit_compile, "'false' or 'auto' while deterministic=true "
                   "(Keras trains without XLA when op determinism is on); set deterministic=false "
                   "to use XLA")
+        if self.augment_on == "device" and self.jit_compile == "true" and any(
+                a in HEAVY_AUGMENTATIONS for a in self.augmentations):
+            _fail("augment_on", self.augment_on, "'pipeline' or 'auto' with jit_compile=true "
+                  "(XLA cannot compile the image transforms of rotation, zoom and RandAugment)")
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:

@@ -223,10 +223,11 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     for stage in stages:
         net = mdl.build_model(cfg.replace(weights=None), classes)
         net = mdl.freeze_base(net) if stage == "transfer" else mdl.unfreeze(net, cfg.unfreeze)
+        # the heavy augmentations, when they run in the step: XLA cannot compile them
+        augmented = attach(net, cfg) is not None
         # a bool for true/false (the string 'false' would switch XLA on); 'auto': Keras decides
-        mdl.compile_model(net, 1e-6, jit_compile={"true": True, "false": False}.get(
-            cfg.jit_compile, "auto"), cfg=cfg)
-        attach(net, cfg)  # the heavy augmentations, when they run in the step
+        mdl.compile_model(net, 1e-6, jit_compile=False if augmented else {
+            "true": True, "false": False}.get(cfg.jit_compile, "auto"), cfg=cfg)
         clock = _step_clock("train")
         net.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
         trace[stage], train[stage] = clock.first, clock.per_step

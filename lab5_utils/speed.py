@@ -110,6 +110,9 @@ def choose_speed(cfg: LabConfig, model: Any, train_ds: Any, num_train: int) -> d
         jit, probe["reason"] = False, "no GPU or TPU: XLA stays off on a CPU"
     elif cfg.deterministic:  # Keras itself turns XLA off under op determinism (keras#20315)
         jit, probe["reason"] = False, "deterministic=true: Keras trains without XLA"
+    elif "train_step" in vars(model):  # `augment.attach`: no XLA kernel for their transforms
+        jit, probe["reason"] = False, ("augment_on=device: XLA cannot compile the step's image "
+                                       "transforms (rotation, zoom, RandAugment)")
     else:
         sample = train_ds.take(PROBE_BATCHES).cache()
         jit, record = choose_jit(lambda on: time_train_step(
@@ -176,8 +179,9 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
     """`cfg` with `augment_on` resolved to "pipeline" or "device", and a record of why: the
     run folder's placement when it holds one (`recorded`, its config.json: a resume keeps the
     placement; a file without the field ran in the pipeline); "pipeline" when no heavy
-    augmentation is on (nothing to move); the setting when it is not "auto"; "device" with a
-    GPU/TPU; on a CPU, whichever `measure` finds faster."""
+    augmentation is on (nothing to move); the setting when it is not "auto"; "pipeline" with
+    jit_compile=true (XLA has no kernel for their image transforms); "device" with a GPU/TPU;
+    on a CPU, whichever `measure` finds faster."""
     from lab5_utils.augment import heavy
     from lab5_utils.config import LEGACY_VALUES
 
@@ -186,6 +190,8 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
         chosen, record["reason"] = "pipeline", "no augmentation to move: flip and crop stay"
     elif cfg.augment_on != "auto":
         chosen, record["reason"] = cfg.augment_on, "as set"
+    elif cfg.jit_compile == "true":
+        chosen, record["reason"] = "pipeline", "jit_compile=true: XLA cannot compile them"
     elif recorded is not None:
         chosen = recorded.get("augment_on", LEGACY_VALUES["augment_on"])
         record["reason"] = "the run folder's placement (a resume keeps it)"

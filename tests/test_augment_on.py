@@ -152,3 +152,19 @@ def test_the_cpu_probe_times_the_real_pipeline_for_each_placement():
     cfg = LabConfig.preset("quick", image_size=32, batch_size=4)
     rates = speed.input_rates(cfg, batches=1)
     assert set(rates) == {"pipeline", "device"} and all(v > 0 for v in rates.values())
+
+
+def test_xla_and_the_step_augmentation_do_not_meet(monkeypatch):
+    """XLA has no kernel for ImageProjectiveTransformV3 (rotation, zoom, RandAugment's shear):
+    a step with them inside cannot be compiled, so neither is chosen with the other."""
+    with pytest.raises(ValueError, match=r"augment_on='device' is not valid: expected 'pipeline' "
+                                         r"or 'auto' with jit_compile=true"):
+        LabConfig.preset("quick", augment_on="device", jit_compile="true", deterministic=False)
+    cfg = LabConfig.preset("quick", jit_compile="true", deterministic=False)
+    assert speed.choose_augment_on(cfg, None)[0].augment_on == "pipeline"
+    monkeypatch.setattr(speed, "accelerator_present", lambda: True)  # where XLA is measured
+    model, auto = ImageProbe(4, 32), cfg.replace(augment_on="device", jit_compile="auto")
+    augment.attach(model, auto)
+    choice = speed.choose_speed(auto, model, None, 64)  # no probe: nothing to time
+    assert choice["jit_compile"] is False
+    assert choice["jit_probe"]["reason"].startswith("augment_on=device: XLA cannot compile")
