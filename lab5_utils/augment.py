@@ -56,6 +56,18 @@ class _Seeded:
         return self(data, training=True)
 
 
+class Equalization(keras.layers.Equalization):
+    """Keras' Equalization with each histogram counted as an integer segment sum, the same
+    counts as its `bincount`: TensorFlow's GPU bincount refuses to run under op determinism
+    (`deterministic`, the default), integer segment sums are deterministic there."""
+
+    def _custom_histogram_fixed_width(self, values, value_range, nbins):
+        low, high = (tf.cast(v, tf.float32) for v in value_range)
+        bins = tf.cast((tf.cast(values, tf.float32) - low) * (nbins - 1) / (high - low), tf.int32)
+        bins = tf.reshape(tf.clip_by_value(bins, 0, nbins - 1), [-1])
+        return tf.math.unsorted_segment_sum(tf.ones_like(bins), bins, nbins)
+
+
 class RandAugment(_Seeded, keras.layers.RandAugment):
     """Keras' RandAugment that computes only the `num_ops` operations it picked for an image
     (`tf.switch_case`); Keras computes all eleven and selects, 5x slower per image here.
@@ -64,6 +76,11 @@ class RandAugment(_Seeded, keras.layers.RandAugment):
 
     _AUGMENT_LAYERS = [name for name in keras.layers.RandAugment._AUGMENT_LAYERS
                        if name not in ("random_posterization", "solarization")]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.equalization = Equalization(value_range=self.value_range,
+                                         data_format=self.data_format, dtype=self.dtype_policy)
 
     def transform_images(self, images, transformation, training=True):
         images = self.backend.cast(images, self.compute_dtype)
