@@ -78,6 +78,13 @@ def jit_message(record: dict[str, Any]) -> str:
             f"and {on:.0f} with it; training uses jit_compile={str(record['chosen']).lower()}")
 
 
+def tpu_present() -> bool:
+    """A TPU is attached."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("TPU"))
+
+
 def accelerator_present() -> bool:
     """A GPU or a TPU is attached."""
     import tensorflow as tf
@@ -180,23 +187,30 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
     run folder's placement when it holds one (`recorded`, its config.json: a resume keeps the
     placement; a file without the field ran in the pipeline); "pipeline" when no heavy
     augmentation is on (nothing to move); the setting when it is not "auto"; "pipeline" with
-    jit_compile=true (XLA has no kernel for their image transforms); "device" with a GPU/TPU;
-    on a CPU, whichever `measure` finds faster."""
+    jit_compile=true or on a TPU (XLA has no kernel for their image transforms; "device" is
+    refused there); "device" with a GPU; on a CPU, whichever `measure` finds faster."""
     from lab5_utils.augment import heavy
     from lab5_utils.config import LEGACY_VALUES
 
     record: dict[str, Any] = {"setting": cfg.augment_on}
     if not heavy(cfg.augmentations):
         chosen, record["reason"] = "pipeline", "no augmentation to move: flip and crop stay"
+    elif cfg.augment_on == "device" and tpu_present():
+        raise ValueError("augment_on='device' is not valid on a TPU: expected 'pipeline' or "
+                         "'auto' (a TPU compiles the whole training step with XLA, which has no "
+                         "kernel for the image transforms of rotation, zoom and RandAugment).")
     elif cfg.augment_on != "auto":
         chosen, record["reason"] = cfg.augment_on, "as set"
-    elif cfg.jit_compile == "true":
-        chosen, record["reason"] = "pipeline", "jit_compile=true: XLA cannot compile them"
     elif recorded is not None:
         chosen = recorded.get("augment_on", LEGACY_VALUES["augment_on"])
         record["reason"] = "the run folder's placement (a resume keeps it)"
+    elif cfg.jit_compile == "true":
+        chosen, record["reason"] = "pipeline", "jit_compile=true: XLA cannot compile them"
+    elif tpu_present():
+        chosen = "pipeline"
+        record["reason"] = "a TPU compiles the whole step with XLA, which cannot compile them"
     elif accelerator_present():
-        chosen, record["reason"] = "device", "a GPU/TPU augments faster than the CPU"
+        chosen, record["reason"] = "device", "a GPU augments faster than the CPU"
     else:
         record["measured_images_per_s"] = {k: round(v, 1) for k, v in measure(cfg).items()}
         chosen = max(record["measured_images_per_s"], key=record["measured_images_per_s"].get)

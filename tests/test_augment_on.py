@@ -168,3 +168,13 @@ def test_xla_and_the_step_augmentation_do_not_meet(monkeypatch):
     choice = speed.choose_speed(auto, model, None, 64)  # no probe: nothing to time
     assert choice["jit_compile"] is False
     assert choice["jit_probe"]["reason"].startswith("augment_on=device: XLA cannot compile")
+
+
+def test_on_a_tpu_auto_augments_in_the_pipeline_and_device_is_refused(monkeypatch):
+    """A TPU compiles the whole step with XLA (no kernel for the image transforms)."""
+    monkeypatch.setattr(speed, "tpu_present", lambda: True)
+    monkeypatch.setattr(speed, "accelerator_present", lambda: True)
+    cfg = LabConfig.preset("quick")
+    assert speed.choose_augment_on(cfg, None)[0].augment_on == "pipeline"
+    with pytest.raises(ValueError, match="augment_on='device' is not valid on a TPU"):
+        speed.choose_augment_on(cfg.replace(augment_on="device"), None)
