@@ -13,16 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lab5_utils.bench_timing import (
+    Timing,
+    full_pass,
+    interleaved,
+    paired_ratio,
+    rate_line,
+    steady_pass,
+    summary,
+    timed,
+)
 from lab5_utils.benchdata import machine_info, write_food_like_folder
 
 TARGETS = {"train_vs_plain": 2.5, "train_images_per_s": 1500.0, "validation_vs_plain": 2.0,
@@ -43,41 +50,6 @@ def plain_pipeline(files: list[tuple[str, int]], image_size: int, batch_size: in
     ds = tf.data.Dataset.from_tensor_slices((list(paths), np.array(labels, np.int32)))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
         tf.data.AUTOTUNE)
-
-
-Timing = tuple[int, float, float]  # images, wall seconds, process CPU seconds
-
-
-def timed(run: Callable[[], int]) -> Timing:
-    """Run `run` (it returns how many images it processed); time it by wall clock and CPU."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    images = run()
-    return images, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def steady_pass(ds) -> Timing:
-    """One pass over a batched (images, labels) dataset, timed from its second batch on.
-    Iterator start-up (function instantiation, shuffle-buffer fill) is a fixed cost per epoch:
-    negligible over Food-101's 75,750 training images, not over a few hundred."""
-    iterator = iter(ds)
-    next(iterator)
-    return timed(lambda: sum(int(images.shape[0]) for images, _ in iterator))
-
-
-def full_pass(ds) -> Timing:
-    """One pass over a batched dataset, start-up included."""
-    return timed(lambda: sum(int(images.shape[0]) for images, _ in ds))
-
-
-def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
-    """Each measurement once as warm-up, then `repeats` rounds running all of them in turn."""
-    for run in runs.values():
-        run()
-    results: dict[str, list[Timing]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            results[name].append(run())
-    return results
 
 
 def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
@@ -110,8 +82,8 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
     runs["train_first_epoch"] = [full_pass(make_pipeline(train, cfg, True, info.num_train))
                                  for _ in range(repeats)]
     return {"augmentations": cfg.augmentations, "cache_train": cfg.cache_train,
-            **{name: _summary(values) for name, values in runs.items()},
-            "ratios": {f"{name}_vs_plain": _paired_ratio(runs[name], runs["plain"])
+            **{name: summary(values) for name, values in runs.items()},
+            "ratios": {f"{name}_vs_plain": paired_ratio(runs[name], runs["plain"])
                        for name in ("train", "train_uncached", "validation", "validation_cached")}}
 
 
@@ -131,8 +103,8 @@ def measure_fit(model, pipeline, in_memory, images: int, repeats: int) -> dict[s
 
     runs = interleaved({"in_memory": lambda: run(in_memory), "pipeline": lambda: run(pipeline)},
                        repeats)
-    result = {name: _summary(values) for name, values in runs.items()}
-    result["ratio"] = _paired_ratio(runs["pipeline"], runs["in_memory"])
+    result = {name: summary(values) for name, values in runs.items()}
+    result["ratio"] = paired_ratio(runs["pipeline"], runs["in_memory"])
     return result
 
 
@@ -222,42 +194,21 @@ def format_report(result: dict[str, Any]) -> str:
                         ("train_uncached", "  same, cache_train='' (off)"),
                         ("validation", "make_pipeline(training=False)"),
                         ("validation_cached", "  same, cache_validation=memory")):
-        lines.append(f"  {label:38s} x{ratios[name]:.2f} {_line(p[name])}")
+        lines.append(f"  {label:38s} x{ratios[name]:.2f} {rate_line(p[name])}")
     lines.append(f"  {'  1st epoch, start-up included (fills cache)':44s} "
-                 f"{_line(p['train_first_epoch'])}")
+                 f"{rate_line(p['train_first_epoch'])}")
     fit = result["fit"]
     if fit is not None:
         lines.append(f"fit, {fit['model']}, image_size {fit['image_size']}, batch "
                      f"{fit['batch_size']} (first epoch of each excluded):")
         for name in ("in_memory", "pipeline"):
-            lines.append(f"  {name:38s} {_line(fit[name])}")
+            lines.append(f"  {name:38s} {rate_line(fit[name])}")
         lines.append(f"  pipeline / in-memory (median of the rounds' ratios): {fit['ratio']:.1%}")
     lines += format_placements(result["augment"])
     marks = {True: "met", False: "NOT met", None: "not measured"}
     lines.append("targets: " + "; ".join(f"{k} >= {TARGETS[k]:g}: {marks[v]}"
                                          for k, v in result["targets"].items()))
     return "\n".join(lines)
-
-
-def _summary(timings: list[Timing]) -> dict[str, Any]:
-    """Median images/s (wall clock), every run's images/s, and median CPU ms per image (all
-    threads of this process: less sensitive than images/s to other programs' load)."""
-    rates = [n / wall for n, wall, _ in timings]
-    return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
-            "cpu_ms_per_image": round(statistics.median(1e3 * cpu / n for n, _, cpu in timings), 3)}
-
-
-def _paired_ratio(runs: list[Timing], baseline: list[Timing]) -> float:
-    """Median over rounds of (images/s of `runs`) / (images/s of `baseline` in the same round):
-    the two ran back to back, so a slow spell of a shared machine mostly cancels out."""
-    rates = [(n / wall) / (n0 / wall0) for (n, wall, _), (n0, wall0, _) in zip(runs, baseline)]
-    return round(statistics.median(rates), 3)
-
-
-def _line(summary: dict[str, Any]) -> str:
-    runs = ", ".join(f"{v:.0f}" for v in summary["runs"])
-    return (f"{summary['median']:7.0f} images/s ({summary['cpu_ms_per_image']:.2f} CPU ms/image;"
-            f" runs {runs})")
 
 
 # --- CLI -------------------------------------------------------------------------------------

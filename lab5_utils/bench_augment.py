@@ -14,6 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lab5_utils.bench_timing import (
+    Timing,
+    interleaved,
+    paired_ratio,
+    rate_line,
+    steady_pass,
+    summary,
+    timed,
+)
+
 RECIPE_FIELDS = ("augmentations", "randaugment_ops", "randaugment_factor", "crop_scale",
                  "mixup_alpha", "cutmix_alpha", "image_size", "batch_size")
 STAGE_REPEATS = 5  # batches the augmentation stage alone is timed on, per round
@@ -39,7 +49,6 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
     not measured) and which side bounds an epoch."""
     import tensorflow as tf
 
-    from lab5_utils import bench
     from lab5_utils.augment import DeviceAugment
     from lab5_utils.data import load_splits
 
@@ -58,18 +67,18 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
             images, labels = stage(images, labels, seed)
             yield images.numpy(), labels
 
-    def stage_alone() -> bench.Timing:
-        return bench.timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
+    def stage_alone() -> Timing:
+        return timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
                                        for _ in range(STAGE_REPEATS)))
 
-    runs = {name: (lambda ds=ds: bench.steady_pass(ds)) for name, ds in pipelines.items()}
-    runs["device_with_stage"] = lambda: bench.steady_pass(through_stage(pipelines["device_cpu"]))
+    runs = {name: (lambda ds=ds: steady_pass(ds)) for name, ds in pipelines.items()}
+    runs["device_with_stage"] = lambda: steady_pass(through_stage(pipelines["device_cpu"]))
     runs["device_stage"] = stage_alone
-    timings = bench.interleaved(runs, repeats)
+    timings = interleaved(runs, repeats)
     result: dict[str, Any] = {
         "preset": "quick (full augments alike)", "augmentations": cfg.augmentations,
-        "cache_train": cfg.cache_train, **{k: bench._summary(v) for k, v in timings.items()},
-        "ratios": {f"{k}_vs_flip_crop": bench._paired_ratio(timings[k], timings["flip_crop"])
+        "cache_train": cfg.cache_train, **{k: summary(v) for k, v in timings.items()},
+        "ratios": {f"{k}_vs_flip_crop": paired_ratio(timings[k], timings["flip_crop"])
                    for k in ("pipeline", "device_cpu", "device_with_stage")}}
     if step_steps:
         result |= bounds(result, cfg, step_steps, measure)
@@ -100,8 +109,6 @@ def bounds(result: dict[str, Any], cfg, steps: int, measure=None) -> dict[str, A
 
 def format_placements(result: dict[str, Any]) -> list[str]:
     """The lines of `lab5 bench`'s report for `bench_placements`."""
-    from lab5_utils import bench
-
     r = result["ratios"]
     lines = [f"training input of {result['preset']}: {'+'.join(result['augmentations'])}, "
              f"cache_train off; xN: median of each round's ratio to flip + crop"]
@@ -111,8 +118,8 @@ def format_placements(result: dict[str, Any]) -> list[str]:
             ("device_cpu", "augment_on=device, the CPU's part", r["device_cpu_vs_flip_crop"]),
             ("device_with_stage", "  same + the step's augmentation",
              r["device_with_stage_vs_flip_crop"])):
-        lines.append(f"  {label:38s} x{ratio:.2f} {bench._line(result[name])}")
-    lines.append(f"  {'the step augmentation alone':38s}       {bench._line(result['device_stage'])}")
+        lines.append(f"  {label:38s} x{ratio:.2f} {rate_line(result[name])}")
+    lines.append(f"  {'the step augmentation alone':38s}       {rate_line(result['device_stage'])}")
     for where, stages in result.get("bounds", {}).items():
         for stage, bound in stages.items():
             lines.append(f"  augment_on={where}, {stage}: {bound['text']}")
