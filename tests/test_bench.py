@@ -77,7 +77,8 @@ def test_report_text_names_the_measurements_and_targets():
     result = bench.run_bench(images=8, batch_size=4, image_size=32, repeats=1, fit=False)
     text = bench.format_report(result)
     for needle in ("cores", "TensorFlow", "plain", "make_pipeline(training=True)",
-                   "make_pipeline(training=False)", "images/s", "targets:"):
+                   "make_pipeline(training=False)", "images/s", "targets:",
+                   "augment_on=device, the CPU's part", "quick_cpu_vs_flip_crop >= 0.9"):
         assert needle in text
 
 
