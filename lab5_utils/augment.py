@@ -1,6 +1,6 @@
 """The training augmentations built from Keras' preprocessing layers, for both places they can
 run (`cfg.augment_on`): the tf.data map of `pipeline`, or a stage inside the compiled training
-step (`attach`, on the GPU/TPU when there is one): the batch-level rotation/zoom/contrast,
+step (`attach`, on the GPU when there is one): the batch-level rotation/zoom/contrast,
 RandAugment per image, and mixup/CutMix per batch. Flip and crop always stay in the pipeline
 (the crop is decoded straight from the JPEG).
 
@@ -169,16 +169,13 @@ def heavy(augmentations: list[str]) -> list[str]:
 
 def placement(cfg: LabConfig) -> str:
     """Where `cfg`'s heavy augmentations run: "pipeline" or "device". Nothing heavy: "pipeline"
-    (nothing to move). `augment_on="auto"` left unresolved (`speed.choose_augment_on` measures
-    it for a run): "device" with a GPU/TPU, else "pipeline"."""
+    (nothing to move). `augment_on="auto"` left unresolved (`speed.choose_augment_on` resolves
+    it for a run): "device" with a GPU, else "pipeline"."""
     if not heavy(cfg.augmentations):
         return "pipeline"
     if cfg.augment_on != "auto":
         return cfg.augment_on
-    import tensorflow as tf
-
-    accelerator = tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU")
-    return "device" if accelerator else "pipeline"
+    return "device" if tf.config.list_physical_devices("GPU") else "pipeline"
 
 
 def pipeline_augmentations(cfg: LabConfig, training: bool) -> list[str]:
