@@ -186,15 +186,17 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
     """`cfg` with `augment_on` resolved to "pipeline" or "device", and a record of why: the
     run folder's placement when it holds one (`recorded`, its config.json: a resume keeps the
     placement; a file without the field ran in the pipeline); "pipeline" when no heavy
-    augmentation is on (nothing to move); the setting when it is not "auto"; "pipeline" with
+    augmentation is on (nothing to move: any placement gives the same batches, so a run
+    folder's value is kept as it is); the setting when it is not "auto"; "pipeline" with
     jit_compile=true or on a TPU (XLA has no kernel for their image transforms; "device" is
     refused there); "device" with a GPU; on a CPU, whichever `measure` finds faster."""
     from lab5_utils.augment import heavy
     from lab5_utils.config import LEGACY_VALUES
 
     record: dict[str, Any] = {"setting": cfg.augment_on}
-    if not heavy(cfg.augmentations):
-        chosen, record["reason"] = "pipeline", "no augmentation to move: flip and crop stay"
+    if not heavy(cfg.augmentations):  # every placement gives the same batches: keep the run's
+        chosen = "pipeline" if recorded is None else recorded.get("augment_on", "pipeline")
+        record["reason"] = "no augmentation to move: flip and crop stay in the pipeline"
     elif cfg.augment_on == "device" and tpu_present():
         raise ValueError("augment_on='device' is not valid on a TPU: expected 'pipeline' or "
                          "'auto' (a TPU compiles the whole training step with XLA, which has no "
