@@ -73,9 +73,11 @@ def test_measure_fit_reports_both_throughputs_and_their_ratio():
     assert result["ratio"] == pytest.approx(np.median([p / m for p, m in pairs]), rel=0.02)
 
 
-def test_report_text_names_the_measurements_and_targets():
-    result = bench.run_bench(images=8, batch_size=4, image_size=32, repeats=1, fit=False)
-    text = bench.format_report(result)
+def test_report_text_names_the_measurements_and_targets(capsys):
+    """The figures of the JSON test's kind of run, as `lab5 bench` prints them."""
+    assert bench.cmd_bench(_args("--images", "8", "--batch-size", "4", "--image-size", "32",
+                                 "--repeats", "1", "--no-fit", "--no-step")) == 0
+    text = capsys.readouterr().out
     for needle in ("cores", "TensorFlow", "plain", "make_pipeline(training=True)",
                    "make_pipeline(training=False)", "images/s", "targets:",
                    "augment_on=device, the CPU's part", "quick_cpu_vs_flip_crop >= 0.9"):
