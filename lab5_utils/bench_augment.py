@@ -14,15 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lab5_utils.bench_timing import (
-    Timing,
-    interleaved,
-    paired_ratio,
-    rate_line,
-    steady_pass,
-    summary,
-    timed,
-)
+from lab5_utils import bench_timing as timing
 
 RECIPE_FIELDS = ("augmentations", "randaugment_ops", "randaugment_factor", "crop_scale",
                  "mixup_alpha", "cutmix_alpha", "image_size", "batch_size")
@@ -67,18 +59,18 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
             images, labels = stage(images, labels, seed)
             yield images.numpy(), labels
 
-    def stage_alone() -> Timing:
-        return timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
+    def stage_alone() -> timing.Timing:
+        return timing.timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
                                        for _ in range(STAGE_REPEATS)))
 
-    runs = {name: (lambda ds=ds: steady_pass(ds)) for name, ds in pipelines.items()}
-    runs["device_with_stage"] = lambda: steady_pass(through_stage(pipelines["device_cpu"]))
+    runs = {name: (lambda ds=ds: timing.steady_pass(ds)) for name, ds in pipelines.items()}
+    runs["device_with_stage"] = lambda: timing.steady_pass(through_stage(pipelines["device_cpu"]))
     runs["device_stage"] = stage_alone
-    timings = interleaved(runs, repeats)
+    timings = timing.interleaved(runs, repeats)
     result: dict[str, Any] = {
         "preset": "quick (full augments alike)", "augmentations": cfg.augmentations,
-        "cache_train": cfg.cache_train, **{k: summary(v) for k, v in timings.items()},
-        "ratios": {f"{k}_vs_flip_crop": paired_ratio(timings[k], timings["flip_crop"])
+        "cache_train": cfg.cache_train, **{k: timing.summary(v) for k, v in timings.items()},
+        "ratios": {f"{k}_vs_flip_crop": timing.paired_ratio(timings[k], timings["flip_crop"])
                    for k in ("pipeline", "device_cpu", "device_with_stage")}}
     if step_steps:
         result |= bounds(result, cfg, step_steps, measure)
@@ -91,16 +83,17 @@ def bounds(result: dict[str, Any], cfg, steps: int, measure=None) -> dict[str, A
     from lab5_utils import estimate
 
     measure = measure or estimate.measure
-    timing = measure(cfg.replace(augment_on="pipeline"), estimate.STAGES, steps,
-                     num_classes=estimate.FOOD101_CLASSES)
+    step_timing = measure(cfg.replace(augment_on="pipeline"), estimate.STAGES, steps,
+                          num_classes=estimate.FOOD101_CLASSES)
     batch = cfg.batch_size
     augmenting = batch / result["device_stage"]["median"]  # seconds a batch
-    out: dict[str, Any] = {"step_seconds": {s: round(t, 4) for s, t in timing.train_step.items()},
+    out: dict[str, Any] = {"step_seconds": {s: round(t, 4) for s, t in
+                                            step_timing.train_step.items()},
                            "device_stage_seconds": round(augmenting, 4), "bounds": {}}
     for where, cpu in (("pipeline", "pipeline"), ("device", "device_cpu")):
         rate = result[cpu]["median"]
         out["bounds"][where] = {}
-        for stage, seconds in timing.train_step.items():
+        for stage, seconds in step_timing.train_step.items():
             step = seconds + (augmenting if where == "device" else 0.0)
             text = estimate.bound_text(rate, step, batch)
             out["bounds"][where][stage] = {"bound": text.split("-", 1)[0], "text": text}
@@ -118,8 +111,9 @@ def format_placements(result: dict[str, Any]) -> list[str]:
             ("device_cpu", "augment_on=device, the CPU's part", r["device_cpu_vs_flip_crop"]),
             ("device_with_stage", "  same + the step's augmentation",
              r["device_with_stage_vs_flip_crop"])):
-        lines.append(f"  {label:38s} x{ratio:.2f} {rate_line(result[name])}")
-    lines.append(f"  {'the step augmentation alone':38s}       {rate_line(result['device_stage'])}")
+        lines.append(f"  {label:38s} x{ratio:.2f} {timing.rate_line(result[name])}")
+    alone = timing.rate_line(result["device_stage"])
+    lines.append(f"  {'the step augmentation alone':38s}       {alone}")
     for where, stages in result.get("bounds", {}).items():
         for stage, bound in stages.items():
             lines.append(f"  augment_on={where}, {stage}: {bound['text']}")
