@@ -1,4 +1,5 @@
-"""`lab5 bench`: input-pipeline images/s against a plain pipeline, and `fit` against in-memory data.
+"""`lab5 bench`: input-pipeline images/s against a plain pipeline, `fit` against in-memory data,
+and quick's training input in each augmentation placement (`bench_augment`).
 
 Everything runs on generated Food-101-like JPEGs (512 px on the long side, 40-80 KB) in a
 temporary folder, so the numbers need no download and are comparable from machine to machine.
@@ -12,20 +13,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lab5_utils.bench_timing import (
+    Timing,
+    full_pass,
+    interleaved,
+    paired_ratio,
+    rate_line,
+    steady_pass,
+    summary,
+    timed,
+)
 from lab5_utils.benchdata import machine_info, write_food_like_folder
 
 TARGETS = {"train_vs_plain": 2.5, "train_images_per_s": 1500.0, "validation_vs_plain": 2.0,
-           "fit_vs_in_memory": 0.95}
+           "fit_vs_in_memory": 0.95, "quick_cpu_vs_flip_crop": 0.9}
 
 
 # --- input pipelines -----------------------------------------------------------------------
@@ -44,47 +52,12 @@ def plain_pipeline(files: list[tuple[str, int]], image_size: int, batch_size: in
         tf.data.AUTOTUNE)
 
 
-Timing = tuple[int, float, float]  # images, wall seconds, process CPU seconds
-
-
-def timed(run: Callable[[], int]) -> Timing:
-    """Run `run` (it returns how many images it processed); time it by wall clock and CPU."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    images = run()
-    return images, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def steady_pass(ds) -> Timing:
-    """One pass over a batched (images, labels) dataset, timed from its second batch on.
-    Iterator start-up (function instantiation, shuffle-buffer fill) is a fixed cost per epoch:
-    negligible over Food-101's 75,750 training images, not over a few hundred."""
-    iterator = iter(ds)
-    next(iterator)
-    return timed(lambda: sum(int(images.shape[0]) for images, _ in iterator))
-
-
-def full_pass(ds) -> Timing:
-    """One pass over a batched dataset, start-up included."""
-    return timed(lambda: sum(int(images.shape[0]) for images, _ in ds))
-
-
-def interleaved(runs: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
-    """Each measurement once as warm-up, then `repeats` rounds running all of them in turn."""
-    for run in runs.values():
-        run()
-    results: dict[str, list[Timing]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            results[name].append(run())
-    return results
-
-
 def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) -> dict[str, Any]:
     """images/s of the plain pipeline and of `make_pipeline` with preset full's defaults (the
     training cache, "auto", holds these few hundred images in memory; validation has no cache),
     plus each split with the other cache setting, and the cache-filling first training epoch.
-    Training augments with flip and crop only: the decoding path is what this measures
-    (full's RandAugment adds its own per-image cost, README "The fine-tuning recipe")."""
+    Training augments with flip and crop only: the decoding path is what this measures (quick's
+    and full's augmentations, in each placement: `bench_augment`)."""
     from lab5_utils.config import LabConfig
     from lab5_utils.data import list_images, load_encoded
     from lab5_utils.pipeline import make_pipeline
@@ -109,8 +82,8 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
     runs["train_first_epoch"] = [full_pass(make_pipeline(train, cfg, True, info.num_train))
                                  for _ in range(repeats)]
     return {"augmentations": cfg.augmentations, "cache_train": cfg.cache_train,
-            **{name: _summary(values) for name, values in runs.items()},
-            "ratios": {f"{name}_vs_plain": _paired_ratio(runs[name], runs["plain"])
+            **{name: summary(values) for name, values in runs.items()},
+            "ratios": {f"{name}_vs_plain": paired_ratio(runs[name], runs["plain"])
                        for name in ("train", "train_uncached", "validation", "validation_cached")}}
 
 
@@ -130,8 +103,8 @@ def measure_fit(model, pipeline, in_memory, images: int, repeats: int) -> dict[s
 
     runs = interleaved({"in_memory": lambda: run(in_memory), "pipeline": lambda: run(pipeline)},
                        repeats)
-    result = {name: _summary(values) for name, values in runs.items()}
-    result["ratio"] = _paired_ratio(runs["pipeline"], runs["in_memory"])
+    result = {name: summary(values) for name, values in runs.items()}
+    result["ratio"] = paired_ratio(runs["pipeline"], runs["in_memory"])
     return result
 
 
@@ -161,8 +134,12 @@ def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dic
 # --- the whole benchmark -------------------------------------------------------------------
 def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, repeats: int = 3,
               fit: bool = True, fit_image_size: int = 96, fit_batch_size: int = 32,
-              workdir: str | None = None) -> dict[str, Any]:
-    """Generate the JPEGs, measure, and return everything as one JSON-serializable dict."""
+              workdir: str | None = None, step_steps: int | None = None) -> dict[str, Any]:
+    """Generate the JPEGs, measure, and return everything as one JSON-serializable dict.
+    `step_steps`: timed steps of the model per stage for the input-/step-bound verdicts
+    (`bench_augment`; None: not measured)."""
+    from lab5_utils.bench_augment import bench_placements
+
     if images < 2 * max(batch_size, fit_batch_size if fit else 1):
         raise ValueError("--images must be at least twice the batch size: the first batch of "
                          "every pass is not timed.")
@@ -176,6 +153,8 @@ def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, re
         result["ratios"] = pipes.pop("ratios")
         result["pipeline"] = pipes
         result["fit"] = bench_fit(root, fit_image_size, fit_batch_size, repeats) if fit else None
+        # last: the step's measurement turns op determinism on, as quick trains
+        result["augment"] = bench_placements(root, image_size, batch_size, repeats, step_steps)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = _targets(result)
     return result
@@ -189,11 +168,15 @@ def _targets(result: dict[str, Any]) -> dict[str, bool | None]:
         "validation_vs_plain": (result["ratios"]["validation_vs_plain"]
                                 >= TARGETS["validation_vs_plain"]),
         "fit_vs_in_memory": None if fit is None else fit["ratio"] >= TARGETS["fit_vs_in_memory"],
+        "quick_cpu_vs_flip_crop": (result["augment"]["ratios"]["device_cpu_vs_flip_crop"]
+                                   >= TARGETS["quick_cpu_vs_flip_crop"]),
     }
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The human-readable report printed by `lab5 bench`."""
+    from lab5_utils.bench_augment import format_placements
+
     m, s, d, p = result["machine"], result["settings"], result["data"], result["pipeline"]
     lines = [
         f"machine: {m['cores']} cores, {m['cpu_model']}, {m['gpus']} GPU(s); TensorFlow "
@@ -211,41 +194,21 @@ def format_report(result: dict[str, Any]) -> str:
                         ("train_uncached", "  same, cache_train='' (off)"),
                         ("validation", "make_pipeline(training=False)"),
                         ("validation_cached", "  same, cache_validation=memory")):
-        lines.append(f"  {label:38s} x{ratios[name]:.2f} {_line(p[name])}")
+        lines.append(f"  {label:38s} x{ratios[name]:.2f} {rate_line(p[name])}")
     lines.append(f"  {'  1st epoch, start-up included (fills cache)':44s} "
-                 f"{_line(p['train_first_epoch'])}")
+                 f"{rate_line(p['train_first_epoch'])}")
     fit = result["fit"]
     if fit is not None:
         lines.append(f"fit, {fit['model']}, image_size {fit['image_size']}, batch "
                      f"{fit['batch_size']} (first epoch of each excluded):")
         for name in ("in_memory", "pipeline"):
-            lines.append(f"  {name:38s} {_line(fit[name])}")
+            lines.append(f"  {name:38s} {rate_line(fit[name])}")
         lines.append(f"  pipeline / in-memory (median of the rounds' ratios): {fit['ratio']:.1%}")
+    lines += format_placements(result["augment"])
     marks = {True: "met", False: "NOT met", None: "not measured"}
     lines.append("targets: " + "; ".join(f"{k} >= {TARGETS[k]:g}: {marks[v]}"
                                          for k, v in result["targets"].items()))
     return "\n".join(lines)
-
-
-def _summary(timings: list[Timing]) -> dict[str, Any]:
-    """Median images/s (wall clock), every run's images/s, and median CPU ms per image (all
-    threads of this process: less sensitive than images/s to other programs' load)."""
-    rates = [n / wall for n, wall, _ in timings]
-    return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
-            "cpu_ms_per_image": round(statistics.median(1e3 * cpu / n for n, _, cpu in timings), 3)}
-
-
-def _paired_ratio(runs: list[Timing], baseline: list[Timing]) -> float:
-    """Median over rounds of (images/s of `runs`) / (images/s of `baseline` in the same round):
-    the two ran back to back, so a slow spell of a shared machine mostly cancels out."""
-    rates = [(n / wall) / (n0 / wall0) for (n, wall, _), (n0, wall0, _) in zip(runs, baseline)]
-    return round(statistics.median(rates), 3)
-
-
-def _line(summary: dict[str, Any]) -> str:
-    runs = ", ".join(f"{v:.0f}" for v in summary["runs"])
-    return (f"{summary['median']:7.0f} images/s ({summary['cpu_ms_per_image']:.2f} CPU ms/image;"
-            f" runs {runs})")
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -271,6 +234,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-batch-size", type=_positive, default=32,
                         help="batch size of the fit measurement (32, preset demo)")
     parser.add_argument("--no-fit", action="store_true", help="skip the fit measurement")
+    parser.add_argument("--no-step", action="store_true",
+                        help="skip timing the model's step (the input-/step-bound verdicts of "
+                             "quick's training input)")
     parser.add_argument("--train-step", action="store_true",
                         help="instead: images/s of the real training step (frozen and unfrozen, "
                              "XLA off/on) at --step-sizes, in memory and fed by the input "
@@ -302,8 +268,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(step, indent=2) if args.json else format_train_step(step), flush=True)
         return 1 if step["errors"] else 0
     images, batch_size = args.images or 512, args.batch_size or 64
+    from lab5_utils.speed import accelerator_present
+
     result = run_bench(images, batch_size, args.image_size, args.repeats,
                        fit=not args.no_fit, fit_image_size=args.fit_image_size,
-                       fit_batch_size=args.fit_batch_size)
+                       fit_batch_size=args.fit_batch_size,
+                       step_steps=None if args.no_step else 5 if accelerator_present() else 1)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0

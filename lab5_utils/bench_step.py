@@ -1,5 +1,7 @@
 """`lab5 bench --train-step`: images/s of the real training step (frozen and unfrozen, XLA off and
-on) in memory and fed by the input pipeline: whether the device or the pipeline is the limit.
+on) in memory and fed by the input pipeline: whether the device or the pipeline is the limit;
+the frozen step with full's heavy augmentations inside it (`augment_on=device`: what they cost
+there); and, on a GPU/TPU, each part's step with op determinism on (what `deterministic` costs).
 
 On a GPU/TPU the defaults are the real step (224 px, batch 64), XLA off and on. A CPU runs that
 step at a few images/s and compiles it with XLA for minutes (training never uses XLA there:
@@ -9,6 +11,7 @@ finish in about a minute on 2 cores, XLA left out (`CPU_DEFAULTS`); explicit opt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -123,9 +126,14 @@ def _measure_size(cfg, steps: int, jit: tuple[bool, ...], errors: dict[str, str]
     from lab5_utils.recipe import one_hot
 
     size, batch = cfg.image_size, cfg.batch_size
+    # (part, unfreeze mode, XLA, in memory, kind): kind "" plain, "augment": with the heavy
+    # augmentations in the step, "deterministic": with op determinism (on a GPU/TPU only)
+    accelerator = speed.accelerator_present()
     variants = [v for part, mode in PARTS for v in
-                [(part, mode, on, True) for on in jit] + [(part, mode, False, False)]]
-    names = [_variant_name(part, on, in_memory) for part, _, on, in_memory in variants]
+                [(part, mode, on, True, "") for on in jit] + [(part, mode, False, False, "")]
+                + [(part, mode, False, True, "deterministic")] * accelerator]
+    variants.insert(len(jit) + 1, ("frozen", "none", False, True, "augment"))
+    names = [_variant_name(part, on, in_memory, kind) for part, _, on, in_memory, kind in variants]
     rows: dict[str, Any] = dict.fromkeys(names)
     try:
         train, _, _, info = load_encoded(cfg)
@@ -143,14 +151,17 @@ def _measure_size(cfg, steps: int, jit: tuple[bool, ...], errors: dict[str, str]
             errors[f"{size}/{name}"] = _error(err)
         log(f"{size} px: FAILED before any measurement: {_error(err)}")
         return _with_ratios(rows)
-    for (part, mode, on, memory), name in zip(variants, names):
+    for (part, mode, on, memory, kind), name in zip(variants, names):
         label = (f"{size} px, {part} base, XLA {'on' if on else 'off'}, "
-                 f"{'in memory' if memory else 'fed by the input pipeline'}")
+                 f"{'in memory' if memory else 'fed by the input pipeline'}"
+                 + {"": "", "augment": ", RandAugment in the step",
+                    "deterministic": ", op determinism on"}[kind])
         began = time.perf_counter()
         try:
             freeze_base(model) if mode == "none" else unfreeze(model, mode)
-            timing = speed.time_train_step(model, in_memory if memory else fed, batch, steps, on, 1,
-                                           cfg=cfg)
+            with _variant(model, cfg, kind):
+                timing = speed.time_train_step(model, in_memory if memory else fed, batch, steps,
+                                               on, 1, cfg=cfg)
             rows[name] = round(timing.images_per_s, 1)
             log(f"{label}: {rows[name]:.1f} images/s ({time.perf_counter() - began:.0f} s with "
                 "tracing)")
@@ -160,17 +171,45 @@ def _measure_size(cfg, steps: int, jit: tuple[bool, ...], errors: dict[str, str]
     return _with_ratios(rows)
 
 
-def _variant_name(part: str, jit: bool, in_memory: bool) -> str:
+def _variant_name(part: str, jit: bool, in_memory: bool, kind: str = "") -> str:
+    if kind:
+        return f"{part}_{'device_augment' if kind == 'augment' else kind}"
     return f"{part}_jit_{str(jit).lower()}" if in_memory else f"{part}_pipeline_fed"
 
 
+@contextlib.contextmanager
+def _variant(model, cfg, kind: str):
+    """The step as `kind` says: with the heavy augmentations attached, or op determinism on;
+    put back afterwards."""
+    from tensorflow.python.framework import config as tf_config
+
+    from lab5_utils.augment import attach, detach
+    from lab5_utils.seeding import op_determinism_enabled
+
+    was = op_determinism_enabled()
+    if kind == "augment":
+        attach(model, cfg.replace(augment_on="device"))
+    elif kind == "deterministic":
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        detach(model)
+        (tf_config.enable_op_determinism if was else tf_config.disable_op_determinism)()
+
+
 def _with_ratios(rows: dict[str, Any]) -> dict[str, Any]:
-    """Each part's pipeline-fed rate over its in-memory rate (XLA off), where both were measured."""
+    """Each part's pipeline-fed, augmented and deterministic rates over its in-memory rate (XLA
+    off), where both were measured."""
     out: dict[str, Any] = {}
     for part, _ in PARTS:
-        fed, memory = rows.get(f"{part}_pipeline_fed"), rows.get(f"{part}_jit_false")
+        memory = rows.get(f"{part}_jit_false")
         out |= {k: v for k, v in rows.items() if k.startswith(f"{part}_")}
-        out[f"{part}_pipeline_fed_vs_in_memory"] = round(fed / memory, 3) if fed and memory else None
+        for name in ("pipeline_fed", "device_augment", "deterministic"):
+            if f"{part}_{name}" in rows:
+                other = rows[f"{part}_{name}"]
+                out[f"{part}_{name}_vs_in_memory"] = (round(other / memory, 3) if other and memory
+                                                      else None)
     return out
 
 
@@ -199,6 +238,13 @@ def format_train_step(result: dict[str, Any]) -> str:
             lines.append(f"    {part:8s} in memory: {jit}; fed by the input pipeline (XLA off): "
                          f"{rate(rows[f'{part}_pipeline_fed'])}"
                          + (f" (x{ratio:.2f} of in-memory)" if ratio is not None else ""))
+            for name, label in (("device_augment", "with full's RandAugment in the step"),
+                                ("deterministic", "with op determinism on")):
+                if f"{part}_{name}" in rows:
+                    ratio = rows[f"{part}_{name}_vs_in_memory"]
+                    lines.append(f"    {'':8s} in memory, XLA off, {label}: "
+                                 f"{rate(rows[f'{part}_{name}'])}"
+                                 + (f" (x{ratio:.2f} of without)" if ratio is not None else ""))
     for name, error in result.get("errors", {}).items():
         lines.append(f"  FAILED {name}: {error}")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ DATASETS = ("food101", "synthetic", "folder:PATH", "archive:PATH", "tfds:PATH")
 PATH_SOURCES = ("folder:", "archive:", "tfds:")  # README "Food-101 without downloading it"
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
+HEAVY_AUGMENTATIONS = ("rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
+AUGMENT_ON = ("auto", "device", "pipeline")  # where the heavy ones run (lab5_utils.augment)
 MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels
 OPTIMIZERS = ("adam", "adamw")
 TTA = ("none", "flip")
@@ -29,25 +31,8 @@ JIT_COMPILE = ("auto", "true", "false")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "tpu", "multiworker")
 PRESETS = ("demo", "quick", "full")
 
-# Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
-# learns or measures are not compared: where runs live, whether a damaged file stops the run,
-# how fast the step runs (XLA, steps per call), which devices compute it (the batch is global),
-# how often progress is printed, the validation cache (it holds the very pixels an uncached
-# validation pass computes; tests/test_old_runs.py checks it) and where an archive is extracted.
-RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
-                         "distribution", "progress_seconds", "cache_validation", "data_cache")
 TEST_TIME_FIELDS = ("tta", "test_image_size")  # act after training only: runs differing in them
 # alone train alike (`rundir.share_training`)
-# A new field's default reproduces what runs did before it existed, except these: a config.json
-# without one of them was made with the value given here.
-LEGACY_VALUES: dict[str, Any] = {
-    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
-    "strict_data": True,  # before damaged files were skipped, one stopped the run
-    "distribution": "none",  # before tf.distribute, one device
-}
-# Fields no value of which reproduces a run made before them (why, for the message).
-NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
-                   "synthetic_test_per_class": "the run predates the test split"}
 
 
 @dataclass
@@ -65,6 +50,7 @@ class LabConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     augmentations: list[str] = field(default_factory=lambda: ["flip", "crop"])
+    augment_on: str = "auto"  # "device" (in the training step), "pipeline" (tf.data), "auto"
     # The fine-tuning recipe (lab5_utils.recipe); each default is the lab before it existed
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # crop's area range
     randaugment_ops: int = 2  # operations per image (augmentations=...,randaugment)
@@ -145,6 +131,7 @@ class LabConfig:
         _check_choice("distribution", self.distribution, DISTRIBUTIONS)
         for aug in self.augmentations:
             _check_choice("augmentations", aug, AUGMENTATIONS)
+        _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         parse_unfreeze(self.unfreeze)
         for name, lo, hi in (("dropout", 0.0, 0.99), ("warmup_fraction", 0.0, 0.9),
                              ("validation_split", 0.01, 0.5), ("test_split", 0.01, 0.5),
@@ -167,6 +154,10 @@ class LabConfig:
             _fail("jit_compile", self.jit_compile, "'false' or 'auto' while deterministic=true "
                   "(Keras trains without XLA when op determinism is on); set deterministic=false "
                   "to use XLA")
+        if self.augment_on == "device" and self.jit_compile == "true" and any(
+                a in HEAVY_AUGMENTATIONS for a in self.augmentations):
+            _fail("augment_on", self.augment_on, "'pipeline' or 'auto' with jit_compile=true "
+                  "(XLA cannot compile the image transforms of rotation, zoom and RandAugment)")
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:

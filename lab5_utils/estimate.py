@@ -1,11 +1,14 @@
 """What a run is about to cost, said before it starts: the hardware found, the seconds a training
 and a validation step take (timed on a few batches after tracing, on the stage's model at the
-run's image and batch size), and the time per epoch and per stage that follows.
+run's image and batch size), the images/s the real training input pipeline delivers (a few
+batches of generated Food-101-like JPEGs), and the time per epoch and per stage that follows
+from the slower of the two.
 
 `quick` and `full` on a machine without a GPU stop here with a warning that says how to switch
 Colab's runtime type, unless `allow_cpu` is given: nothing starts a multi-day CPU run silently.
-The measurement feeds random uint8 batches, so it times the model, not the input pipeline or
-Food-101's download (the text says so).
+The step is timed on random uint8 batches (with the heavy augmentations inside it when
+`augment_on` puts them there), the pipeline apart from it; Food-101's download is not timed
+(the text says so).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class Timing:
     trace: dict[str, float]
     steps: int
     batch_size: int
+    input_images_per_s: float | None = None  # the training input pipeline, None: not timed
+    augment_on: str = "pipeline"  # where the heavy augmentations ran
 
 
 @dataclass
@@ -71,6 +76,7 @@ class StageEstimate:
     val_steps: int
     seconds_per_epoch: float
     seconds: float  # the stage: tracing + every epoch
+    bound: str = "step"  # "step" or "input": which of the two sets an epoch's time
 
 
 def detect_hardware() -> Hardware:
@@ -106,14 +112,28 @@ def split_sizes(cfg: LabConfig) -> tuple[int, int, int]:
 # --- the arithmetic -----------------------------------------------------------------------------
 def estimate_stage(cfg: LabConfig, stage: str, timing: Timing, num_train: int,
                    num_val: int) -> StageEstimate:
-    """Steps of an epoch times the measured seconds a step, validation included; the stage adds
-    its epochs and the tracing of its first step."""
+    """Steps of an epoch times the measured seconds a step, or the epoch's images at the input
+    pipeline's images/s when that takes longer (`bound` says which), validation included; the
+    stage adds its epochs and the tracing of its first step."""
     epochs = cfg.transfer_epochs if stage == "transfer" else cfg.finetune_epochs
     train_steps = math.ceil(num_train / cfg.batch_size)
     val_steps = math.ceil(num_val / cfg.batch_size)
-    per_epoch = train_steps * timing.train_step[stage] + val_steps * timing.val_step
+    stepping = train_steps * timing.train_step[stage]
+    feeding = num_train / timing.input_images_per_s if timing.input_images_per_s else 0.0
+    per_epoch = max(stepping, feeding) + val_steps * timing.val_step
     return StageEstimate(stage, epochs, train_steps, val_steps, per_epoch,
-                         timing.trace.get(stage, 0.0) + epochs * per_epoch)
+                         timing.trace.get(stage, 0.0) + epochs * per_epoch,
+                         "input" if feeding > stepping else "step")
+
+
+def bound_text(input_images_per_s: float, step_seconds: float, batch_size: int) -> str:
+    """Which side bounds an epoch: "input-bound: the CPU delivers N images/s, the step takes
+    M" or "step-bound: ...", with both numbers."""
+    step_rate = batch_size / step_seconds
+    step = f"the step takes {step_seconds:.3g} s a batch of {batch_size} ({step_rate:.0f} images/s)"
+    cpu = f"the CPU delivers {input_images_per_s:.0f} images/s"
+    return f"input-bound: {cpu}, {step}" if input_images_per_s < step_rate else (
+        f"step-bound: {step}, {cpu}")
 
 
 def duration(seconds: float) -> str:
@@ -137,19 +157,25 @@ def estimate_text(cfg: LabConfig, hardware: Hardware, timing: Timing,
              f"after tracing: " + ", ".join(
                  [f"{s} {timing.train_step[s]:.3f} s a training step" for s in timing.train_step]
                  + [f"validation {timing.val_step:.3f} s a step"])]
+    rate = timing.input_images_per_s
+    if rate:
+        lines.append(f"[lab5] the training input pipeline (augment_on={timing.augment_on}) "
+                     f"delivers {rate:.0f} images/s on this machine's CPU")
     for e in estimates:
         what = "frozen base" if e.stage == "transfer" else f"unfreeze={cfg.unfreeze}"
+        bound = f" ({bound_text(rate, timing.train_step[e.stage], timing.batch_size)})" if (
+            rate) else ""
         lines.append(f"[lab5] {e.stage} ({what}): {e.train_steps} training + {e.val_steps} "
-                     f"validation steps = about {duration(e.seconds_per_epoch)} an epoch; "
-                     f"{e.epochs} epochs = about {duration(e.seconds)}")
+                     f"validation steps = about {duration(e.seconds_per_epoch)} an epoch"
+                     f"{bound}; {e.epochs} epochs = about {duration(e.seconds)}")
     stages = {e.stage for e in estimates}
     if len(estimates) > 1 or ("finetune" in stages and finetune_runs > 1):
         parts = ["transfer"] * ("transfer" in stages) + [
             f"{finetune_runs} fine-tuning run{'s' * (finetune_runs != 1)}"] * ("finetune" in stages)
         lines.append(f"[lab5] in all ({' + '.join(parts)}): about "
                      f"{duration(total_seconds(estimates, finetune_runs))}")
-    lines.append("[lab5] the model's compute only: Food-101's download (about 5 GB, once per "
-                 "runtime unless kept on Drive) and the first epoch's JPEG decoding come on top")
+    lines.append("[lab5] not timed: Food-101's download (about 5 GB, once per runtime unless "
+                 "kept on Drive)" + ("" if rate else " and the input pipeline"))
     return "\n".join(lines)
 
 
@@ -183,7 +209,10 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     import tensorflow as tf
 
     from lab5_utils import model as mdl
+    from lab5_utils.augment import attach, placement
+    from lab5_utils.recipe import one_hot
     from lab5_utils.seeding import seed_run
+    from lab5_utils.speed import input_rates
 
     seed_run(cfg)  # op determinism as the run will have it: on a GPU it changes the speed
     classes = num_classes or split_sizes(cfg)[2]
@@ -191,14 +220,18 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     rng = np.random.default_rng(cfg.seed)
     x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     y = (np.arange(batch) % classes).astype(np.int32)
+    if one_hot(cfg):
+        y = np.eye(classes, dtype=np.float32)[y]
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     train, trace, val = {}, {}, None
     for stage in stages:
         net = mdl.build_model(cfg.replace(weights=None), classes)
         net = mdl.freeze_base(net) if stage == "transfer" else mdl.unfreeze(net, cfg.unfreeze)
+        # the heavy augmentations, when they run in the step: XLA cannot compile them
+        augmented = attach(net, cfg) is not None
         # a bool for true/false (the string 'false' would switch XLA on); 'auto': Keras decides
-        mdl.compile_model(net, 1e-6, jit_compile={"true": True, "false": False}.get(
-            cfg.jit_compile, "auto"))
+        mdl.compile_model(net, 1e-6, jit_compile=False if augmented else {
+            "true": True, "false": False}.get(cfg.jit_compile, "auto"), cfg=cfg)
         clock = _step_clock("train")
         net.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
         trace[stage], train[stage] = clock.first, clock.per_step
@@ -208,7 +241,9 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
             val = clock.per_step
         del net
         keras.backend.clear_session()
-    return Timing(train, val or 0.0, trace, steps, batch)
+    where = placement(cfg)
+    rate = input_rates(cfg, (where,), batches=max(2, steps))[where]
+    return Timing(train, val or 0.0, trace, steps, batch, round(rate, 1), where)
 
 
 def _step_clock(mode: str):

@@ -63,7 +63,10 @@ def sample_images(ds: Any, class_names: Sequence[str], n: int = 12) -> tuple[lis
 def augmentation_examples(cfg: LabConfig, ds: Any, n: int = 5) -> tuple[Any, list]:
     """The first image as validation sees it, and `n` versions of it from the training pipeline
     (every augmentation of `cfg`). With mixup or cutmix on, which mix the images of a batch,
-    the `n` are instead the first `n` training images as one augmented, mixed batch."""
+    the `n` are instead the first `n` training images as one augmented, mixed batch. All of
+    them applied in the pipeline, whatever `augment_on` says: the same operations and strengths
+    as in the training step, seeded otherwise."""
+    cfg = cfg.replace(augment_on="pipeline")
     first = ds.take(1)
     unmixed = [a for a in cfg.augmentations if a not in MIXING]  # validation ignores them all
     original, _label = next(iter(make_pipeline(

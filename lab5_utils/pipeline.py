@@ -14,8 +14,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from lab5_utils.augment import batch_augmenter, batch_mixer, per_image_augmenter
-from lab5_utils.config import LabConfig
+from lab5_utils.augment import (
+    batch_augmenter,
+    batch_mixer,
+    per_image_augmenter,
+    pipeline_augmentations,
+)
+from lab5_utils.config import MIXING, LabConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -161,12 +166,14 @@ def make_pipeline(
     (per image, seeded per element from `cfg.seed`, fresh every epoch), batch-level Keras
     augmentations, then mixup/cutmix (per batch, seeded alike); with `cache_train`, images are
     decoded once (shorter side `cache_side`) and later epochs only crop, resize and augment.
+    With the heavy augmentations on the device (`augment.placement`), only crop and flip are
+    applied here; `augment.attach` runs the rest in the training step.
     Validation: deterministic, decoded once when `cache_validation` is on."""
-    augment = cfg.augmentations if training else []
+    augment = pipeline_augmentations(cfg, training)
     crop, flip = "crop" in augment, "flip" in augment
     randaugment = per_image_augmenter(augment, cfg)
     mixer = batch_mixer(augment, cfg)
-    if mixer is not None and not one_hot_depth:
+    if training and set(MIXING) & set(cfg.augmentations) and not one_hot_depth:
         raise ValueError(f"augmentations={cfg.augmentations}: mixup and cutmix mix labels, so "
                          "make_pipeline needs one_hot_depth (the number of classes)")
     size, count = cfg.image_size, num_examples or int(ds.cardinality())

@@ -17,19 +17,31 @@ from typing import Any
 import keras
 
 from lab5_utils import history as hist
-from lab5_utils.config import (
-    LEGACY_VALUES,
-    NO_LEGACY_VALUE,
-    RESULT_NEUTRAL_FIELDS,
-    TEST_TIME_FIELDS,
-    LabConfig,
-)
+from lab5_utils.config import TEST_TIME_FIELDS, LabConfig
 from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
+
+# Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
+# learns or measures are not compared: where runs live, whether a damaged file stops the run,
+# how fast the step runs (XLA, steps per call), which devices compute it (the batch is global),
+# how often progress is printed, the validation cache (it holds the very pixels an uncached
+# validation pass computes; tests/test_old_runs.py checks it) and where an archive is extracted.
+RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
+                         "distribution", "progress_seconds", "cache_validation", "data_cache")
+# A new field's default reproduces what runs did before it existed, except these: a config.json
+# without one of them was made with the value given here.
+LEGACY_VALUES: dict[str, Any] = {
+    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
+    "strict_data": True,  # before damaged files were skipped, one stopped the run
+    "distribution": "none",  # before tf.distribute, one device
+    "augment_on": "pipeline",  # before the choice, every augmentation ran in the tf.data map
+}
+# Fields no value of which reproduces a run made before them (why, for the message).
+NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
+                   "synthetic_test_per_class": "the run predates the test split"}
 
 
 class RunError(RuntimeError):
     """A run cannot start or finish as asked; the message says what to do."""
-
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -60,8 +72,8 @@ def differences(recorded: dict[str, Any], cfg: LabConfig, ignore: tuple[str, ...
                 ) -> list[str]:
     """Each setting that changes results and differs between a run's config.json (as any
     version wrote it) and `cfg`, as "name: <the run's> in the run, <now's> now". A field the
-    file lacks counts at `config.LEGACY_VALUES` or else its default (the value that does what
-    runs did before the field existed); `config.RESULT_NEUTRAL_FIELDS` and `ignore` are not
+    file lacks counts at `LEGACY_VALUES` or else its default (the value that does what
+    runs did before the field existed); `RESULT_NEUTRAL_FIELDS` and `ignore` are not
     compared."""
     now = json.loads(json.dumps(cfg.to_dict()))  # JSON's types on both sides (tuples: lists)
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default

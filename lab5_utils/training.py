@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import distribute, evaluate, progress, recipe, rundir, seeding, speed
+from lab5_utils import augment, distribute, evaluate, progress, recipe, rundir, seeding, speed
 from lab5_utils import history as hist
 from lab5_utils import model as mdl
 from lab5_utils.config import LabConfig, check_learning_rate
@@ -81,7 +81,11 @@ def run_stage(
     lr = stage_learning_rate(cfg, stage)
     run_dir = Path(run_dir or default_run_dir(cfg, stage, lr))
     transfer_dir = Path(transfer_dir or default_run_dir(cfg, "transfer"))
+    # a resume keeps the run folder's augment_on (its config.json; force trains it afresh)
+    recorded = None if force or not (run_dir / "config.json").is_file() else read_json(
+        run_dir / "config.json")
     if reuse and not force and is_finished(run_dir):
+        cfg = speed.choose_augment_on(cfg, recorded)[0]  # the recorded one: no device query
         rundir.check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
         return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
@@ -90,6 +94,9 @@ def run_stage(
     # them, and a refused distribution or a batch that does not split stops before any work.
     chosen = distribute.strategy(cfg)
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
+    cfg, placed = speed.choose_augment_on(cfg, recorded)
+    if "measured_images_per_s" in placed:
+        seeding.seed_run(cfg)  # what the measurement drew is not part of the run
     encoded = load_encoded(cfg)  # a bad dataset stops here, before the run folder
     train_ds, val_ds, test_ds, info = load_splits(cfg, encoded)
     rundir.prepare_run_dir(run_dir, cfg, force)
@@ -98,18 +105,21 @@ def run_stage(
     with chosen.scope():  # building, loading, calibration, compile, fit and the evaluations
         return _train(cfg, stage, lr, run_dir, transfer_dir, verbose,
                       (train_ds, val_ds, test_ds, info, test_time_validation(cfg, encoded)),
-                      chosen)
+                      chosen, placed)
 
 
 def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: Path,
-           verbose: int | str, splits, chosen) -> RunResult:
+           verbose: int | str, splits, chosen, placed: dict) -> RunResult:
     """`run_stage` once the run folder is ready, inside the strategy's scope."""
     train_ds, val_ds, test_ds, info, val_at_test_time = splits
     print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
           flush=True)
+    if augment.heavy(cfg.augmentations):
+        print(speed.augment_on_message(placed), flush=True)
     atomic_write_json(run_dir / "class_names.json", info.class_names)
     with naming_undecodable_files(cfg):  # calibration reads training images
         model = stage_model(cfg, stage, train_ds, info.num_classes, transfer_dir)
+    augment.attach(model, cfg, salt=STAGES.index(stage))  # a no-op unless augment_on=device
     if stage == "transfer":
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
@@ -172,7 +182,8 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
                        transfer_dir if stage == "finetune" else None, memory, info, test, chosen)
     metrics |= speed.speed_metrics(speed_choice, cfg.batch_size, info.num_train, metrics)
     metrics |= {"test_time_val_accuracy": val, "test_time": recipe.test_time_text(
-        cfg.tta, recipe.test_image_size(cfg)), "image_size": cfg.image_size}
+        cfg.tta, recipe.test_image_size(cfg)), "image_size": cfg.image_size,
+        "augment_on": placed}
     metrics["split_of"]["test_time_val_accuracy"] = "validation"
     if trained and (run_dir / rundir.TRAINED_IN).is_file():  # trained by another run: its figures
         metrics |= _training_measurements(run_dir)
@@ -211,7 +222,8 @@ def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResul
     seeding.seed_run(cfg)
     chosen = distribute.strategy(cfg)
     distribute.check_batch_size(cfg.batch_size, distribute.replicas(chosen))
-    train_ds, _, _, info = load_splits(cfg)  # the range test sees training images only
+    # the range test sees training images only, augmented in the pipeline (it trains a copy)
+    train_ds, _, _, info = load_splits(cfg.replace(augment_on="pipeline"))
     with chosen.scope(), naming_undecodable_files(cfg):
         return find_lr(stage_model(cfg, stage, train_ds, info.num_classes), train_ds, steps=steps,
                        loss=recipe.make_loss(cfg))

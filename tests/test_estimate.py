@@ -123,3 +123,18 @@ def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkey
     text = estimate.estimate_text(cfg, T4, TIMING, [estimate.estimate_stage(
         cfg, "finetune", TIMING, 7575, 3787)], finetune_runs=3)
     assert "in all (3 fine-tuning runs): about" in text
+
+
+@pytest.mark.parametrize("images_per_s, bound", [(100.0, "input"), (1000.0, "step")])
+def test_the_slower_of_the_input_pipeline_and_the_step_sets_the_epoch(images_per_s, bound):
+    """quick's 7,575 training images: the T4 stand-in steps at 64/0.25 = 256 images/s."""
+    cfg = LabConfig.preset("quick")
+    timing = Timing({"transfer": 0.25}, 0.1, {}, 5, 64, images_per_s, "pipeline")
+    stage = estimate.estimate_stage(cfg, "transfer", timing, 7575, 3787)
+    training = 7575 / images_per_s if bound == "input" else 119 * 0.25
+    assert stage.bound == bound and stage.seconds_per_epoch == pytest.approx(training + 6.0)
+    text = estimate.estimate_text(cfg, T4, timing, [stage])
+    assert f"pipeline (augment_on=pipeline) delivers {images_per_s:.0f} images/s" in text
+    assert (f"{bound}-bound: the CPU delivers {images_per_s:.0f} images/s, the step takes 0.25 s"
+            if bound == "input" else "step-bound: the step takes 0.25 s a batch of 64 (256 "
+            f"images/s), the CPU delivers {images_per_s:.0f} images/s") in text

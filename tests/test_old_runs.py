@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lab5_utils import rundir, training
-from lab5_utils.config import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS, LabConfig
+from lab5_utils import rundir, speed, training
+from lab5_utils.config import LabConfig
+from lab5_utils.rundir import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS
 from lab5_utils.training import RunError, run_stage
 
 DATA = Path(__file__).parent / "data"
@@ -87,6 +88,7 @@ def test_a_field_the_old_file_lacks_counts_at_its_legacy_value(tmp_path):
 def test_quick_of_the_previous_version_differs_exactly_where_the_quick_preset_changed(tmp_path):
     old = _old_config("625ef24_quick")
     cfg = LabConfig.preset("quick", run_root=str(tmp_path / "runs"))
+    cfg = speed.choose_augment_on(cfg, old)[0]  # augment_on=auto keeps the run's placement
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
                 for f in dataclasses.fields(LabConfig)}
     now = json.loads(json.dumps(cfg.to_dict()))

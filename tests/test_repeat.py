@@ -40,19 +40,23 @@ def _same_run(a, b):
 
 
 @pytest.mark.slow
-def test_the_same_fine_tuning_command_twice_gives_the_same_run(tmp_path):
+@pytest.mark.parametrize("augment_on", ["pipeline", "device"])
+def test_the_same_fine_tuning_command_twice_gives_the_same_run(tmp_path, augment_on):
     """Slow: it trains a tiny transfer run, then fine-tunes it twice in fresh processes: a fresh
     process is what differed (the model loaded from best.keras drew its Dropout seed from an
     unseeded Python `random`). The transfer run is trained here, in a process that has run
-    other tests: `seed_run` makes its history irrelevant."""
+    other tests: `seed_run` makes its history irrelevant. With RandAugment in each place
+    (`augment_on`): in the tf.data map and inside the training step."""
     from lab5_utils.config import LabConfig
     from lab5_utils.training import run_stage
 
+    placed = {"augmentations": "flip,crop,randaugment", "augment_on": augment_on}
     transfer = tmp_path / "transfer"
-    run_stage(LabConfig.preset("demo", run_root=str(tmp_path), **SETTINGS), "transfer",
+    run_stage(LabConfig.preset("demo", run_root=str(tmp_path), **SETTINGS, **placed), "transfer",
               run_dir=transfer, verbose=0)
     finetune = [tmp_path / "finetune_a", tmp_path / "finetune_b"]
-    _train_twice("finetune", finetune, "--transfer-dir", str(transfer))
+    _train_twice("finetune", finetune, "--transfer-dir", str(transfer),
+                 *[f"--set={k}={v}" for k, v in placed.items()])
     _same_run(*finetune)
 
 

@@ -71,10 +71,12 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
                  "--steps", "2", "--images", "16", "--jit", "both", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert calls == [(True, False, True), (True, True, True), (True, False, False),
+                     (True, False, True),  # frozen, with full's RandAugment in the step
                      (False, False, True), (False, True, True), (False, False, False)]
     assert result["sizes"]["32"] == {
         "frozen_jit_false": 400.0, "frozen_jit_true": 200.0, "frozen_pipeline_fed": 320.0,
-        "frozen_pipeline_fed_vs_in_memory": 0.8, "unfrozen_jit_false": 100.0,
+        "frozen_pipeline_fed_vs_in_memory": 0.8, "frozen_device_augment": 400.0,
+        "frozen_device_augment_vs_in_memory": 1.0, "unfrozen_jit_false": 100.0,
         "unfrozen_jit_true": 50.0, "unfrozen_pipeline_fed": 80.0,
         "unfrozen_pipeline_fed_vs_in_memory": 0.8}
     assert result["settings"] == {"batch_size": 4, "steps": 2, "image_sizes": [32],
