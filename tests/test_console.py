@@ -1,0 +1,117 @@
+"""`lab5_utils.console`: the console shows lab5's lines, the engines' log lines go to a log file."""
+
+import os
+import sys
+
+import pytest
+
+from lab5_utils import cli, console
+
+# Lines as TensorFlow 2.21, an older TensorFlow, absl, Jupyter and the debugger write them.
+ENGINE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796643855.377161    5252 port.cc:153] oneDNN custom operations are on.",
+    "E0000 00:00:1796643866.838336    5333 util.cc:131] oneDNN supports DT_UINT8 only on AVX-512.",
+    "W1207 11:44:13.123456  140 cuda_dnn.cc:8310] Unable to register cuDNN factory",
+    "2024-03-01 10:11:12.345678: I tensorflow/core/util/port.cc:113] oneDNN custom operations",
+    "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.",
+    "0.00s - Debugger warning: It seems that frozen modules are being used",
+]
+PERSON = [
+    "[lab5] transfer stage, lr=0.01, run dir runs/demo/transfer",
+    "10/10 - 13s - 1s/step - accuracy: 0.1533 - loss: 2.9220 - val_accuracy: 0.2300",
+    "Epoch 1/4",
+    "[report 0:54] 02_transfer_learning: done (0:50)",
+    "[lab5] Skipped 1 file(s) in photos: IMG_0001.HEIC (HEIC/HEIF image)",
+    "/x/keras/src/trainers/trainer.py:12: UserWarning: a library's warning",
+    "E0000 is not a log line without its time, thread and file",
+]
+
+
+@pytest.mark.parametrize("line", ENGINE)
+def test_engine_log_lines_are_recognised_by_their_format(line):
+    assert console.is_engine_line(line + "\n")
+
+
+@pytest.mark.parametrize("line", PERSON)
+def test_lab5s_lines_keras_lines_and_warnings_are_not_engine_lines(line):
+    assert not console.is_engine_line(line + "\n")
+
+
+def _run_command(tmp_path, verbose):
+    """What a command does: C++-style writes to fd 2, a plain C-level line, Python's stderr and
+    stdout; its log goes to a folder that appears only later (a run folder, made after the
+    checks)."""
+    run_dir = tmp_path / "run"
+    with console.sorted_console("train", verbose) as sorter:
+        sorter.log.to(run_dir / "lab5.log")
+        os.write(2, f"{ENGINE[0]}\n{ENGINE[1]}\n".encode())
+        os.write(2, f"{ENGINE[4]}\n".encode())
+        os.write(2, b"a C-level line\n")
+        print("[lab5] Skipped 1 file(s) in photos", file=sys.stderr)
+        print("Epoch 1/1")
+        run_dir.mkdir()
+        print("[lab5] transfer done")
+    return run_dir / "lab5.log"
+
+
+def test_the_console_hides_engine_lines_and_the_log_keeps_everything(tmp_path, capfd):
+    log = _run_command(tmp_path, verbose=False)
+    out, err = capfd.readouterr()
+    assert out == "Epoch 1/1\n[lab5] transfer done\n"
+    shown = err.splitlines()
+    assert "a C-level line" in shown and "[lab5] Skipped 1 file(s) in photos" in shown
+    assert not [line for line in shown if console.is_engine_line(line)]
+    assert shown[-1] == f"[lab5] log: {log} (3 lines of engine logs not shown; --verbose shows them)"
+    logged = log.read_text()
+    for line in (*ENGINE[:2], ENGINE[4], "a C-level line", "Epoch 1/1",
+                 "[lab5] Skipped 1 file(s) in photos", "[lab5] transfer done"):
+        assert logged.count(line) == 1, line
+    assert logged.startswith("--- lab5 train, ")
+
+
+def test_verbose_shows_the_engine_lines_too(tmp_path, capfd):
+    log = _run_command(tmp_path, verbose=True)
+    err = capfd.readouterr().err
+    assert ENGINE[0] in err and ENGINE[1] in err and ENGINE[4] in err
+    assert err.splitlines()[-1] == f"[lab5] log: {log}"
+    assert ENGINE[1] in log.read_text()
+
+
+def test_a_command_without_a_folder_logs_to_the_temp_folder(capfd):
+    with console.sorted_console("predict"):
+        os.write(2, f"{ENGINE[2]}\n".encode())
+    fallback = console.fallback_log("predict")
+    assert capfd.readouterr().err == f"[lab5] log: {fallback} (1 lines of engine logs not shown; " \
+                                     "--verbose shows them)\n"
+    assert ENGINE[2] in fallback.read_text()
+
+
+def test_a_log_whose_folder_is_replaced_is_written_again_in_full(tmp_path):
+    import shutil
+
+    log = console.LogFile("header\n")
+    log.add("before the folder\n")
+    log.to(tmp_path / "run" / "lab5.log")
+    (tmp_path / "run").mkdir()
+    log.add("first\n")
+    shutil.rmtree(tmp_path / "run")  # --force: the run folder is made again
+    (tmp_path / "run").mkdir()
+    log.add("second\n")
+    assert log.close(tmp_path / "unused.log") == tmp_path / "run" / "lab5.log"
+    assert (tmp_path / "run" / "lab5.log").read_text() == "header\nbefore the folder\nfirst\nsecond\n"
+
+
+def test_a_crash_shows_the_end_of_the_log_and_the_traceback(monkeypatch, capfd):
+    def crash(args):
+        os.write(2, f"{ENGINE[3]}\n".encode())
+        print("[lab5] about to fail")
+        raise KeyError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "compare", (crash, "a command that crashes"))
+    assert cli.main(["compare", "x"]) == 1
+    err = capfd.readouterr().err
+    assert "lab5 compare: failed\n    the last 3 lines of its log (named below):\n" in err
+    assert f"    {ENGINE[3]}\n" in err and "    [lab5] about to fail\n" in err  # in the tail
+    assert "Traceback (most recent call last)" in err and "KeyError: 'boom'" in err
+    assert err.splitlines()[-1].startswith(f"[lab5] log: {console.fallback_log('compare')}")
