@@ -105,6 +105,11 @@ class LogFile:
         return self.path or fallback
 
 
+def header(title: str) -> str:
+    """A log's first line: what wrote it and when."""
+    return f"--- {title}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')} ---\n"
+
+
 class Sorter:
     """Sorts lines: each one to `log`; to `show` unless it is an engine's line (or `verbose`)."""
 
@@ -200,8 +205,7 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
     saved = os.dup(2)
     shown_err = err if _fileno(err) != 2 else open(os.dup(saved), "w", buffering=1,  # noqa: SIM115
                                                    encoding="utf-8", errors="replace")
-    sorter = Sorter(LogFile(f"--- lab5 {command}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')} ---\n"),
-                    verbose)
+    sorter = Sorter(LogFile(header(f"lab5 {command}")), verbose)
 
     def show(line: str) -> None:
         shown_err.write(line)

@@ -115,8 +115,7 @@ class NotebookExecutor:
             target.unlink(missing_ok=True)
             began, log = time.time(), self.log_path(job)
             log.unlink(missing_ok=True)
-            sorter = console.Sorter(console.LogFile(f"--- {job.name}, {time.ctime()} ---\n"),
-                                    self.verbose)
+            sorter = console.Sorter(console.LogFile(console.header(job.name)), self.verbose)
             sorter.log.to(log)
             show = _prefixed(job.name)
             kernel_output, pump = console.pipe_into(lambda line: sorter.sort(line, show),
