@@ -268,7 +268,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = run_report(args.preset, args.lrs, args.settings, args.out, args.force, args.jobs,
                         hide_code=not args.show_code, figures_dir=args.figures,
                         lr_steps=args.lr_steps, allow_cpu=args.allow_cpu, sweep=args.sweep,
-                        verbose=args.verbose)
+                        verbose=getattr(args, "verbose", False))
     return result.exit_code
 
 
