@@ -242,7 +242,8 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
         thread.join(timeout=10)
         with sorter.lock:
             path = sorter.log.close(fallback_log(command))
-        hidden = f" ({sorter.hidden} lines of engine logs not shown; --verbose shows them)"
+        lines = f"{sorter.hidden} line{'s' * (sorter.hidden != 1)}"
+        hidden = f" ({lines} of engine logs not shown; --verbose shows them)"
         show(f"[lab5] log: {path}{hidden if sorter.hidden else ''}\n")
 
 

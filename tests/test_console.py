@@ -1,6 +1,7 @@
 """`lab5_utils.console`: the console shows lab5's lines, the engines' log lines go to a log file."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -82,7 +83,7 @@ def test_a_command_without_a_folder_logs_to_the_temp_folder(capfd):
     with console.sorted_console("predict"):
         os.write(2, f"{ENGINE[2]}\n".encode())
     fallback = console.fallback_log("predict")
-    assert capfd.readouterr().err == f"[lab5] log: {fallback} (1 lines of engine logs not shown; " \
+    assert capfd.readouterr().err == f"[lab5] log: {fallback} (1 line of engine logs not shown; " \
                                      "--verbose shows them)\n"
     assert ENGINE[2] in fallback.read_text()
 
@@ -115,3 +116,17 @@ def test_a_crash_shows_the_end_of_the_log_and_the_traceback(monkeypatch, capfd):
     assert f"    {ENGINE[3]}\n" in err and "    [lab5] about to fail\n" in err  # in the tail
     assert "Traceback (most recent call last)" in err and "KeyError: 'boom'" in err
     assert err.splitlines()[-1].startswith(f"[lab5] log: {console.fallback_log('compare')}")
+
+
+def test_readmes_sample_of_make_report_has_the_closing_lines_and_no_engine_line():
+    from lab5_utils.files import project_root
+
+    readme = (project_root() / "README.md").read_text()
+    section = readme.split("### What the console shows, and the logs", 1)[1]
+    sample = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert sample[0] == ".venv/bin/lab5 report --preset demo --jobs 2"  # the Makefile's command
+    assert not [line for line in sample if console.is_engine_line(line.split(" | ", 1)[-1])]
+    assert re.fullmatch(r"\[report\] 7 of 7 notebooks succeeded in [\d:]+; report: (\S+)/"
+                        r"lab5_report.html; logs: \1/logs", sample[-2])
+    assert re.fullmatch(r"\[lab5\] log: \S+/logs/lab5.log \(\d+ lines of engine logs not shown; "
+                        r"--verbose shows them\)", sample[-1])
