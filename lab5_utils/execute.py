@@ -118,13 +118,14 @@ class NotebookExecutor:
             sorter = console.Sorter(console.LogFile(console.header(job.name)), self.verbose)
             sorter.log.to(log)
             show = _prefixed(job.name)
+            cells = _CellOutput(sorter, show), _CellOutput(sorter, show)  # stdout, stderr
             kernel_output, pump = console.pipe_into(lambda line: sorter.sort(line, show),
                                                     f"{job.name}-kernel")
             try:
                 pm.execute_notebook(
                     self.sources / f"{job.source}.ipynb", target, parameters=parameters,
                     kernel_name="python3", progress_bar=False,
-                    stdout_file=_CellOutput(sorter, show), stderr_file=_CellOutput(sorter, show),
+                    stdout_file=cells[0], stderr_file=cells[1],
                     resources={"metadata": {"path": str(self.sources)}},  # the kernel's cwd
                     kernel_manager_class=_logged_kernel(kernel_output),
                 )
@@ -136,6 +137,8 @@ class NotebookExecutor:
             finally:
                 os.close(kernel_output)  # the kernel has exited: its pipe ends
                 pump.join(timeout=10)
+                for output in cells:
+                    output.flush_rest()
                 with sorter.lock:
                     sorter.log.close(log)
             job.seconds = time.time() - began
