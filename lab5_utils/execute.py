@@ -119,6 +119,7 @@ class NotebookExecutor:
             sorter.log.to(log)
             show = _prefixed(job.name)
             cells = _CellOutput(sorter, show), _CellOutput(sorter, show)  # stdout, stderr
+            failure: list[str] = []  # the traceback of a failed notebook
             kernel_output, pump = console.pipe_into(lambda line: sorter.sort(line, show),
                                                     f"{job.name}-kernel")
             try:
@@ -132,14 +133,15 @@ class NotebookExecutor:
                 job.status = "done"
             except Exception as err:  # a cell raised, the kernel died or could not start, ...
                 job.status, job.error = "failed", error_text(err)
-                sorter.log.add(console.strip_colours("\n".join(getattr(err, "traceback", None)
-                                                               or [str(err)])) + "\n")
+                failure = getattr(err, "traceback", None) or [str(err)]
             finally:
                 os.close(kernel_output)  # the kernel has exited: its pipe ends
                 pump.join(timeout=10)
                 for output in cells:
                     output.flush_rest()
                 with sorter.lock:
+                    if job.status == "failed":  # the traceback ends the log
+                        sorter.log.add(console.strip_colours("\n".join(failure)) + "\n")
                     sorter.log.close(log)
             job.seconds = time.time() - began
             outcome = "done" if job.status == "done" else f"FAILED: {job.error}"

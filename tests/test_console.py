@@ -130,3 +130,42 @@ def test_readmes_sample_of_make_report_has_the_closing_lines_and_no_engine_line(
                         r"lab5_report.html; logs: \1/logs", sample[-2])
     assert re.fullmatch(r"\[lab5\] log: \S+/logs/lab5.log \(\d+ lines of engine logs not shown; "
                         r"--verbose shows them\)", sample[-1])
+
+
+def test_a_notebooks_cell_output_is_sorted_and_a_failure_shows_its_logs_end(tmp_path, monkeypatch,
+                                                                             capsys):
+    """`lab5 report`'s executor with papermill stood in: the cells print an engine's line and
+    lab5's lines, then one raises."""
+    import time
+
+    import nbformat
+    import papermill
+
+    from lab5_utils import execute
+    from lab5_utils.config import lab_config
+
+    def execute_notebook(source, target, stdout_file, stderr_file, **kwargs):
+        stderr_file.write(f"{ENGINE[1]}\n")
+        stdout_file.write("[lab5] transfer stage, lr=0.01\nEpoch 1/4")  # the last line unfinished
+        nbformat.write(nbformat.v4.new_notebook(), target)
+        raise papermill.PapermillExecutionError(3, 4, "cfg['lr']", "KeyError", "'lr'", [
+            "\x1b[31mTraceback:\x1b[0m", "  cell 3", "\x1b[31mKeyError\x1b[0m: 'lr'"])
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "02_transfer_learning.ipynb")
+    cfg = lab_config("demo", run_root=str(tmp_path / "runs"))
+    executor = execute.NotebookExecutor(cfg, tmp_path / "out", tmp_path, tmp_path / "figures",
+                                        time.time(), jobs=1, reuse=False)
+    job = executor.submit(execute.job("02_transfer_learning", "2."), {}).result()
+    assert job.status == "failed" and job.error == "KeyError: 'lr'"
+    log = tmp_path / "out" / "logs" / "02_transfer_learning.log"
+    out = capsys.readouterr().out.splitlines()
+    assert "  02_transfer_learning | [lab5] transfer stage, lr=0.01" in out
+    assert "  02_transfer_learning | Epoch 1/4" in out
+    assert not [line for line in out if ENGINE[1] in line.split(" | ")[-1]
+                and line.startswith("  02_")]  # not shown as the notebook's line
+    failed = next(i for i, line in enumerate(out) if "02_transfer_learning: FAILED: KeyError" in line)
+    assert out[failed + 1] == f"    the last 7 lines of its log {log}:"
+    assert out[failed + 2:failed + 9] == [f"    {line}" for line in log.read_text().splitlines()]
+    assert out[-1] == "    KeyError: 'lr'"
+    assert ENGINE[1] in log.read_text() and "\x1b[" not in log.read_text()
