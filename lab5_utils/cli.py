@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 return args.func(args)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             print(f"lab5 {args.command}: error: {err}", file=sys.stderr)
+            sorter.closing_line = False  # one clear message (the log keeps the rest)
             return 2
         except KeyboardInterrupt:
             print("lab5: interrupted; re-run the same command to resume.", file=sys.stderr)

@@ -117,6 +117,7 @@ class Sorter:
         self.log, self.verbose, self.hidden = log, verbose, 0
         self.lock = threading.RLock()
         self.sync: Callable[[], None] = lambda: None  # waits until fd 2's lines are sorted
+        self.closing_line = True  # off after a one-line error: that message stays the only one
 
     def sort(self, line: str, show: Callable[[str], None]) -> None:
         """Sort one line. A message's further lines have no format of their own and are shown
@@ -207,13 +208,10 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
     except OSError:  # no file descriptor 2 (closed by the caller): nothing to sort
         yield Sorter(LogFile(), verbose)
         return
-    shown_err = err if _fileno(err) != 2 else open(os.dup(saved), "w", buffering=1,  # noqa: SIM115
-                                                   encoding="utf-8", errors="replace")
+    raw = open(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+    shown_err = raw if _fileno(err) == 2 else err  # else where Python's stderr went (pytest's)
     sorter = Sorter(LogFile(header(f"lab5 {command}")), verbose)
-
-    def show(line: str) -> None:
-        shown_err.write(line)
-        shown_err.flush()
+    show_raw, show = _shower(raw), _shower(shown_err)  # C-level lines: where they went before
 
     marker, synced = f"\0lab5 sync {os.getpid()}\n", threading.Event()
 
@@ -221,7 +219,7 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
         if line == marker:
             synced.set()
         else:
-            sorter.sort(line, show)
+            sorter.sort(line, show_raw)
 
     def sync() -> None:
         os.write(2, marker.encode())
@@ -248,7 +246,16 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
             path = sorter.log.close(fallback_log(command))
         lines = f"{sorter.hidden} line{'s' * (sorter.hidden != 1)}"
         hidden = f" ({lines} of engine logs not shown; --verbose shows them)"
-        show(f"[lab5] log: {path}{hidden if sorter.hidden else ''}\n")
+        if sorter.closing_line:
+            show(f"[lab5] log: {path}{hidden if sorter.hidden else ''}\n")
+
+
+def _shower(stream: TextIO) -> Callable[[str], None]:
+    def show(line: str) -> None:
+        stream.write(line)
+        stream.flush()
+
+    return show
 
 
 def _fileno(stream: TextIO) -> int | None:
