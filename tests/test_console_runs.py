@@ -82,10 +82,18 @@ def test_train_prints_lab5s_lines_once_and_logs_the_engines_in_its_run_folder(ru
 
 
 @pytest.mark.slow
-def test_verbose_shows_the_engines_lines_again(runs):
-    """Slow: `lab5 train -v` imports TensorFlow before it refuses the finished run."""
-    root, _, _ = runs
-    verbose = lab5("train", "-v", "--epochs", "1", "--run-dir", str(root / "run"), *SETTINGS)
-    assert verbose.returncode == 2 and "already holds a finished run" in verbose.stdout
+def test_verbose_shows_the_engines_lines_again(tmp_path):
+    """Slow: `lab5 train -v` in a child process imports TensorFlow and loads the data before it
+    refuses a run folder made with another seed."""
+    from lab5_utils.config import lab_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = lab_config("demo", TINY).replace(seed=1)
+    (run / "config.json").write_text(other.to_json())
+    verbose = lab5("train", "-v", "--epochs", "1", "--run-dir", str(run), *SETTINGS)
+    assert verbose.returncode == 2 and "different configuration" in verbose.stdout
     assert engine_lines(verbose.stdout) and "absl::InitializeLog" in verbose.stdout
-    assert verbose.stdout.splitlines()[-1] == f"[lab5] log: {root / 'run' / 'lab5.log'}"
+    assert verbose.stdout.splitlines()[-1].startswith("lab5 train: error: ")  # the one message
+    logged = (run / "lab5.log").read_text()
+    assert logged.startswith("--- lab5 train, ") and engine_lines(logged)
