@@ -64,18 +64,21 @@ class LogFile:
         self.lines: list[str] = [header] if header else []
         self.path: Path | None = None
         self._handle: TextIO | None = None
+        self._lock = threading.RLock()  # the command's thread and the pipe's reader both add
 
     def to(self, path: str | Path) -> None:
         """Write the log to `path` from now on (everything so far included)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self.path = Path(path)
-        self._write("")
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self.path = Path(path)
+            self._write("")
 
     def add(self, text: str) -> None:
-        self.lines.append(text)
-        self._write(text)
+        with self._lock:
+            self.lines.append(text)
+            self._write(text)
 
     def _write(self, text: str) -> None:
         if self.path is None:
@@ -97,12 +100,13 @@ class LogFile:
 
     def close(self, fallback: Path) -> Path:
         """Close the log; one whose folder never appeared is written to `fallback`."""
-        if self._handle is None:
-            self.to(fallback)
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        return self.path or fallback
+        with self._lock:
+            if self._handle is None:
+                self.to(fallback)
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            return self.path or fallback
 
 
 def header(title: str) -> str:
@@ -136,14 +140,16 @@ class Lines:
 
     def __init__(self, emit: Callable[[str], None]) -> None:
         self.emit, self.rest = emit, ""
+        self._lock = threading.Lock()  # notebooks running at once print from their threads
 
     def write(self, text: str) -> int:
-        *whole, self.rest = (self.rest + text).split("\n")
-        for line in whole:
-            self.emit(line + "\n")
-        if "\r" in self.rest:
-            head, _, self.rest = self.rest.rpartition("\r")
-            self.emit(head + "\r")
+        with self._lock:
+            *whole, self.rest = (self.rest + text).split("\n")
+            for line in whole:
+                self.emit(line + "\n")
+            if "\r" in self.rest:
+                head, _, self.rest = self.rest.rpartition("\r")
+                self.emit(head + "\r")
         return len(text)
 
     def flush_rest(self) -> None:
@@ -242,8 +248,7 @@ def sorted_console(command: str, verbose: bool = False) -> Iterator[Sorter]:
         os.dup2(saved, 2)  # the pipe's last writer closes: the thread reads to its end
         os.close(saved)
         thread.join(timeout=10)
-        with sorter.lock:
-            path = sorter.log.close(fallback_log(command))
+        path = sorter.log.close(fallback_log(command))
         lines = f"{sorter.hidden} line{'s' * (sorter.hidden != 1)}"
         hidden = f" ({lines} of engine logs not shown; --verbose shows them)"
         if sorter.closing_line:

@@ -139,10 +139,9 @@ class NotebookExecutor:
                 pump.join(timeout=10)
                 for output in cells:
                     output.flush_rest()
-                with sorter.lock:
-                    if job.status == "failed":  # the traceback ends the log
-                        sorter.log.add(console.strip_colours("\n".join(failure)) + "\n")
-                    sorter.log.close(log)
+                if job.status == "failed":  # the traceback ends the log
+                    sorter.log.add(console.strip_colours("\n".join(failure)) + "\n")
+                sorter.log.close(log)
             job.seconds = time.time() - began
             outcome = "done" if job.status == "done" else f"FAILED: {job.error}"
             self.progress(f"{job.name}: {outcome} ({clock(job.seconds)})"
