@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines are noise here
 
 from lab5_utils.config import LabConfig  # noqa: E402
+from lab5_utils.console import quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()  # a Jupyter kernel: TensorFlow's C++ start-up lines not in the cell
 
 __all__ = ["LabConfig"]
 __version__ = "0.1.0"

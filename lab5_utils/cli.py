@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,12 @@ from lab5_utils.config import add_settings_arguments
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EPILOG = "Every subcommand has --help. Runs go to runs/<preset>/ unless --run-dir says otherwise."
+EPILOG = ("Every subcommand has --help. Runs go to runs/<preset>/ unless --run-dir says otherwise. "
+          "Engines' log lines (TensorFlow/absl C++, Jupyter) go to log files, not the console, "
+          "unless --verbose.")
+LOGS = ("The console shows lab5's lines; every line, TensorFlow's and Jupyter's own log lines "
+        "included, goes to a log: <run dir>/lab5.log (train), <out>/logs/ (report: lab5.log and "
+        "one per notebook), else $TMPDIR/lab5-<command>.log. --verbose shows everything live.")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                               args.lr)
     if args.force or not is_finished(run_dir):  # quick/full: hardware, time estimate, CPU check
         estimate.preflight(cfg, args.stage, args.allow_cpu)
+    _log_to(args, Path(run_dir) / "lab5.log")  # once the run folder exists
     run_stage(cfg, args.stage, args.lr, args.run_dir, force=args.force,  # verbose: auto
               transfer_dir=args.transfer_dir)
     return 0
@@ -71,8 +78,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lab5_utils.report import cmd_report as run
+    from lab5_utils.report import report_folders
 
+    _log_to(args, report_folders(args.preset, args.out, args.figures)[0] / "logs" / "lab5.log")
     return run(args)
+
+
+def _log_to(args: argparse.Namespace, path: Path) -> None:
+    """The command's own log (`main` made it) goes to `path`, in the folder the command writes."""
+    if getattr(args, "log", None) is not None:
+        args.log.to(path)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -120,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab5", description=__doc__, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (func, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=LOGS)
         p.set_defaults(func=func)
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="also show the engines' log lines (TensorFlow/absl C++, Jupyter) live")
         if name in ("train", "lr-find"):
             p.add_argument("--stage", choices=["transfer", "finetune"], default="transfer")
             _config_args(p)
@@ -174,16 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         build_parser().error(f"--epochs={args.epochs} is not valid: expected an integer >= 1.")
-    try:
-        with warnings.catch_warnings():  # restores Python's own display when the command ends
-            warnings.showwarning = _plain_warnings(warnings.showwarning)
-            return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"lab5 {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lab5: interrupted; re-run the same command to resume.", file=sys.stderr)
-        return 130
+    from lab5_utils.console import sorted_console, tail
+
+    with sorted_console(args.command, args.verbose) as sorter:  # engines' lines: to the log
+        args.log = sorter.log
+        try:
+            with warnings.catch_warnings():  # restores Python's own display when the command ends
+                warnings.showwarning = _plain_warnings(warnings.showwarning)
+                return args.func(args)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            print(f"lab5 {args.command}: error: {err}", file=sys.stderr)
+            sorter.closing_line = False  # one clear message (the log keeps the rest)
+            return 2
+        except KeyboardInterrupt:
+            print("lab5: interrupted; re-run the same command to resume.", file=sys.stderr)
+            return 130
+        except Exception:  # a crash: what led to it (engines' lines too), then its traceback
+            sorter.sync()
+            print(f"lab5 {args.command}: failed\n" + tail(None, "".join(sorter.log.lines)),
+                  end="", file=sys.stderr)
+            traceback.print_exc()
+            return 1
 
 
 _PACKAGE = Path(__file__).resolve().parent

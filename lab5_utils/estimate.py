@@ -287,6 +287,7 @@ def measure_in_subprocess(cfg: LabConfig, settings: Sequence[str], stages: Itera
                "--steps", str(steps), "--stages", *stages]
     command += [arg for setting in settings for arg in ("--set", setting)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    sys.stderr.write(done.stderr)  # `lab5` sorts it: TensorFlow's log lines go to the log file
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the time estimate failed: {tail}")

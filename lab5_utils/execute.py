@@ -1,11 +1,13 @@
 """Executing the lab's notebooks with papermill: at most `jobs` at once on daemon threads, each
-notebook's output printed with its name, and an executed notebook reused while its source,
-parameters and runs are unchanged."""
+notebook's output printed with its name (engines' log lines only in `<out>/logs/<notebook>.log`,
+see `console`), and an executed notebook reused while its source, parameters and runs are
+unchanged."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import threading
@@ -14,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab5_utils import console
 from lab5_utils.config import LabConfig
 from lab5_utils.export import export_html, first_line
 from lab5_utils.files import atomic_write_text
@@ -57,16 +60,19 @@ def finetune_job(index: int, run: SweepRun) -> NotebookRun:
 
 class NotebookExecutor:
     """Runs notebooks with papermill, at most `jobs` at once, printing progress lines and each
-    notebook's output prefixed with its name. Each runs on a daemon thread: Ctrl-C ends the
-    sweep at once, and the kernels exit with their parent. An executed notebook is reused
-    (unless `reuse=False`) while its fingerprint is unchanged and its figures still exist."""
+    notebook's output prefixed with its name; everything a kernel writes goes to
+    `<out>/logs/<notebook>.log`, and engines' log lines only there unless `verbose`. Each runs
+    on a daemon thread: Ctrl-C ends the sweep at once, and the kernels exit with their parent.
+    An executed notebook is reused (unless `reuse=False`) while its fingerprint is unchanged
+    and its figures still exist."""
 
     def __init__(self, cfg: LabConfig, out: Path, sources: Path, figures: Path, start: float,
-                 jobs: int, reuse: bool) -> None:
+                 jobs: int, reuse: bool, verbose: bool = False) -> None:
         from lab5_utils.progress import SweepClock  # Keras: not for `lab5 --help`
 
         self.cfg, self.out, self.sources, self.figures = cfg, out, sources, figures
-        self.start, self.reuse = start, reuse
+        self.start, self.reuse, self.verbose = start, reuse, verbose
+        (out / "logs").mkdir(parents=True, exist_ok=True)
         self.slots = threading.Semaphore(jobs)
         self.extra: list[NotebookRun] = []
         self.eta = SweepClock(jobs)  # the fine-tuning runs' durations -> the sweep's ETA
@@ -109,19 +115,39 @@ class NotebookExecutor:
             self.progress(f"{job.name}: running")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.unlink(missing_ok=True)
-            began, output = time.time(), _Prefixed(job.name)
+            began, log = time.time(), self.log_path(job)
+            log.unlink(missing_ok=True)
+            sorter = console.Sorter(console.LogFile(console.header(job.name)), self.verbose)
+            sorter.log.to(log)
+            show = _prefixed(job.name)
+            cells = _CellOutput(sorter, show), _CellOutput(sorter, show)  # stdout, stderr
+            failure: list[str] = []  # the traceback of a failed notebook
+            kernel_output, pump = console.pipe_into(lambda line: sorter.sort(line, show),
+                                                    f"{job.name}-kernel")
             try:
                 pm.execute_notebook(
                     self.sources / f"{job.source}.ipynb", target, parameters=parameters,
-                    kernel_name="python3", progress_bar=False, stdout_file=output,
-                    stderr_file=output, resources={"metadata": {"path": str(self.sources)}},
-                )  # the kernel's cwd: notebooks/
+                    kernel_name="python3", progress_bar=False,
+                    stdout_file=cells[0], stderr_file=cells[1],
+                    resources={"metadata": {"path": str(self.sources)}},  # the kernel's cwd
+                    kernel_manager_class=_logged_kernel(kernel_output),
+                )
                 job.status = "done"
             except Exception as err:  # a cell raised, the kernel died or could not start, ...
                 job.status, job.error = "failed", error_text(err)
+                failure = getattr(err, "traceback", None) or [str(err)]
+            finally:
+                os.close(kernel_output)  # the kernel has exited: its pipe ends
+                pump.join(timeout=10)
+                for output in cells:
+                    output.flush_rest()
+                if job.status == "failed":  # the traceback ends the log
+                    sorter.log.add(console.strip_colours("\n".join(failure)) + "\n")
+                sorter.log.close(log)
             job.seconds = time.time() - began
             outcome = "done" if job.status == "done" else f"FAILED: {job.error}"
-            self.progress(f"{job.name}: {outcome} ({clock(job.seconds)})")
+            self.progress(f"{job.name}: {outcome} ({clock(job.seconds)})"
+                          + ("" if job.status == "done" else "\n" + console.tail(log).rstrip("\n")))
         if target.is_file():
             nb = nbformat.read(target, as_version=4)
             if job.status == "done" and not job.reused:
@@ -134,6 +160,10 @@ class NotebookExecutor:
         if eta:
             self.progress(eta)
         return job
+
+    def log_path(self, job: NotebookRun) -> Path:
+        """Everything the notebook's kernel wrote: `<out>/logs/<notebook>.log`."""
+        return self.out / "logs" / f"{job.name}.log"
 
     def _fingerprint(self, job: NotebookRun, parameters: dict) -> str:
         """Hash of what an executed notebook shows: its source, its parameters and the
@@ -163,18 +193,39 @@ class NotebookExecutor:
                    for name in shown for ext in ("svg", "png"))
 
 
-class _Prefixed:
-    """papermill's `stdout_file`/`stderr_file`: prints each line with the notebook's name."""
+def _prefixed(name: str):
+    """Shows a line of a notebook with its name (one write: notebooks running at once do not mix)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def show(line: str) -> None:
+        sys.stdout.write(f"  {name} | {line}")
+        sys.stdout.flush()
 
-    def write(self, text: str) -> None:
-        lines = text.rstrip("\n").splitlines()
-        sys.stdout.write("".join(f"  {self.name} | {line}\n" for line in lines))
+    return show
+
+
+class _CellOutput(console.Lines):
+    """papermill's `stdout_file`/`stderr_file`: the text cells print, sorted line by line."""
+
+    def __init__(self, sorter: console.Sorter, show) -> None:
+        super().__init__(lambda line: sorter.sort(line, show))
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        pass
+
+
+def _logged_kernel(output: int) -> type:
+    """A kernel manager class whose kernel writes its own stdout and stderr (TensorFlow's C++
+    lines, Jupyter's warnings) into `output`, with ipykernel's copy of them into the cells off."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["extra_arguments"] = [*kw.get("extra_arguments", []),
+                                     "--IPKernelApp.capture_fd_output=False"]
+            kw["stdout"] = kw["stderr"] = output
+            return await super().start_kernel(**kw)
+
+    return LoggedKernelManager
 
 
 def error_text(err: BaseException) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab5_utils.config import LabConfig
+from lab5_utils.console import strip_colours
 from lab5_utils.i18n import N_, _, date_time, translate_markdown
 from lab5_utils.tables import clock
 
@@ -156,7 +157,7 @@ def contents_markdown(runs: Sequence[Section]) -> str:
 
 # --- small formatting helpers ---------------------------------------------------------------
 def first_line(text: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text)).strip()  # papermill's errors carry colours
+    text = strip_colours(str(text)).strip()  # papermill's errors carry colours
     return text.splitlines()[0] if text else ""
 
 

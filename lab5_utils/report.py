@@ -71,7 +71,7 @@ def run_report(
     preset: str = "demo", lrs: Iterable[Any] | None = None, settings: Iterable[str] = (),
     out: str | Path | None = None, force: bool = False, jobs: int = 1, hide_code: bool = True,
     figures_dir: str | Path | None = None, lr_steps: int = 100, allow_cpu: bool = False,
-    estimate_steps: int = 5, sweep: str | None = None, lang: str = "en",
+    estimate_steps: int = 5, sweep: str | None = None, lang: str = "en", verbose: bool = False,
 ) -> ReportResult:
     """Execute 01 and 02 once, 03 once per run of the sweep and then 04 with papermill, and export
     them to `<out>/lab5_report.html`. A failed notebook does not stop the others. Finished runs
@@ -83,7 +83,8 @@ def run_report(
     The sweep: one run per learning rate of `lrs` (default `DEFAULT_LRS`), or with `sweep`
     ("KEY=V1,V2") one run per value at the single learning rate of `lrs` (default the preset's
     `finetune_learning_rate`); every run starts from the same transfer run. `lang` is the
-    report's language (`i18n.languages()`), passed to every notebook."""
+    report's language (`i18n.languages()`), passed to every notebook. What each kernel writes
+    goes to `<out>/logs/<notebook>.log`; engines' log lines are shown only if `verbose`."""
     start = time.time()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs={jobs!r} is not valid: expected an integer >= 1.")
@@ -114,7 +115,8 @@ def run_report(
     common = {"preset": preset, "settings": settings, "run_root": cfg.run_root,
               "figures_dir": str(figures), "drive_dir": None, "lang": lang}
     training_params = {"allow_cpu": allow_cpu, "estimate_steps": 0}  # estimated above
-    executor = NotebookExecutor(cfg, out, sources, figures, start, jobs, reuse=not force)
+    executor = NotebookExecutor(cfg, out, sources, figures, start, jobs, reuse=not force,
+                                verbose=verbose)
     swept = (f"{key} = {', '.join(map(value_text, values))} at lr={lr_label(lr_list[0])}" if key
              else "learning rates " + ", ".join([lr_label(x) for x in lr_list] + ["auto"] * auto))
     print(f"[report] preset {preset}, {swept}; output {out}", flush=True)
@@ -155,7 +157,7 @@ def run_report(
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     done = sum(r.status == "done" for r in runs)
     print(f"[report] {done} of {len(runs)} notebooks succeeded in {clock(time.time() - start)}; "
-          f"report: {html}", flush=True)
+          f"report: {html}; logs: {out / 'logs'}", flush=True)
     return result
 
 
@@ -291,7 +293,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = run_report(args.preset, args.lrs, args.settings, args.out, args.force, args.jobs,
                         hide_code=not args.show_code, figures_dir=args.figures,
                         lr_steps=args.lr_steps, allow_cpu=args.allow_cpu, sweep=args.sweep,
-                        lang=args.lang)
+                        lang=args.lang, verbose=getattr(args, "verbose", False))
     return result.exit_code
 
 

@@ -93,8 +93,9 @@ def test_predict_a_folder_as_csv_one_row_per_decodable_image(position_model, tmp
     assert sorted(failed) == ["IMG_0001.HEIC", "broken.jpg", "notes.txt"]
     assert failed["IMG_0001.HEIC"] == "HEIC/HEIF image, which TensorFlow cannot decode"
     assert failed["broken.jpg"].startswith("cannot be decoded")
-    err = captured.err.strip().splitlines()
+    *err, closing = captured.err.strip().splitlines()  # the last line names the command's log
     assert len(err) == 4 and "notes.txt: not an image" in captured.err
+    assert closing.startswith("[lab5] log: ")
     assert err[-1] == ("lab5 predict: 1 of them are in a format TensorFlow cannot decode: "
                        "convert them to JPEG first (macOS Preview: File > Export; Python: "
                        "Pillow, with the pillow-heif package for HEIC); iPhones save JPEG with "
