@@ -85,8 +85,9 @@ def conclusion(table: pd.DataFrame, suggested_lr: float | None = None) -> str:
                        "{epoch}).").format(
             run=run_title(best), what=what, val=row_ci(best, split),
             settings=_(" with {settings},").format(
-                settings=test_time_display(best["test-time settings"])) if split != "val" else "",
-            epoch=int(best["best epoch"]))
+                settings=test_time_display(best["test-time settings"]))
+            if split != "val" and best["test-time val accuracy (%)"] != best["val accuracy (%)"]
+            else "", epoch=int(best["best epoch"]))
             + " " + _verdict_sentence(best))
         close = [r for _r, r in done.iterrows() if r["run"] != best["run"]
                  and r[f"{split} accuracy (%)"] >= best[f"{split} low (%)"]]

@@ -11,11 +11,13 @@ from tests.test_report import TINY
 
 # Names and terms kept in English on purpose (libraries, products, menu items, metrics' names).
 PHRASES = ("Runtime > Run all", "Run all", "Runtime > Change runtime type", "Open in Colab",
-           "Google Drive", "Transfer Learning", "Fine Tuning", "The fine-tuning recipe")
+           "Google Drive", "Transfer Learning", "Fine Tuning", "The fine-tuning recipe",
+           "Food-101 without downloading it")
 WORDS = {
     "EfficientNet", "Keras", "TensorFlow", "TensorBoard", "ImageNet", "Food", "GPU", "CPU", "TPU",
     "XLA", "EMA", "Adam", "AdamW", "BatchNorm", "RandAugment", "mixup", "cutmix", "TTA", "flip",
-    "Grad-CAM", "Colab", "Drive", "MyDrive", "GitHub", "README", "HTML", "JPEG", "RSS", "HParams",
+    "Grad-CAM", "Colab", "Kaggle", "Drive", "MyDrive", "GitHub", "README", "HTML", "JPEG", "RSS",
+    "HParams",
     "softmax", "dropout", "fit", "callback", "NaN", "Wilson", "one-hot", "top", "tfds", "keras-io",
     "demo", "quick", "full", "p", "n", "lr", "C", "e", "x", "UTC", "uint", "tensorflow-datasets",
     "transfer",  # the transfer run's folder, in the tables' run column
