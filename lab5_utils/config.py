@@ -260,6 +260,19 @@ class LabConfig:
         return self.dataset.startswith(("folder:", "archive:"))
 
 
+# A new field's default reproduces what runs did before it existed, except these: a config.json
+# without one of them was made with the value given here.
+LEGACY_VALUES: dict[str, Any] = {
+    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
+    "strict_data": True,  # before damaged files were skipped, one stopped the run
+    "distribution": "none",  # before tf.distribute, one device
+    "augment_on": "pipeline",  # before the choice, every augmentation ran in the tf.data map
+}
+# Fields no value of which reproduces a run made before them (why, for the message).
+NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
+                   "synthetic_test_per_class": "the run predates the test split"}
+
+
 # --- helpers shared with the CLI and notebooks ---------------------------------------------
 def lab_config(preset: str = "demo", settings: Iterable[str] = (), run_root: str | None = None,
                **overrides: Any) -> LabConfig:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab5_utils.files import file_lock
+from lab5_utils.files import file_lock, official_root
 from lab5_utils.photos import image_problem
 
 
@@ -75,19 +75,6 @@ class OfficialFiles:
 
 
 # --- the folder ---------------------------------------------------------------------------------
-def official_root(path: str | Path) -> Path | None:
-    """`path`, `path/food-101` or, for its `images/` folder, `path/..` when it is in the
-    official layout (a `meta/` folder with `classes.txt`, or `meta/` beside `images/`), else
-    None. Read as plain class folders, `images/` would mix the official test images into
-    training."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / "food-101", *([path.parent] if path.name == "images" else [])):
-        meta = candidate / "meta"
-        if (meta / "classes.txt").is_file() or (meta.is_dir() and (candidate / "images").is_dir()):
-            return candidate
-    return None
-
-
 def list_official(root: str | Path, strict: bool = False) -> OfficialFiles:
     """The official split of the folder `root` (see `official_root`). Damaged or non-image files
     are skipped as "path (reason)", or are an error with `strict`."""

@@ -2,7 +2,7 @@
 from a dataset attached under `/kaggle/input` in the official layout instead of downloading it,
 and keeps runs and figures in `/kaggle/working`, the folder Kaggle saves with the notebook.
 
-Only the standard library (and `food101_files`, which has no TensorFlow) is imported: `config`
+Only the standard library (and `files`, which has no TensorFlow) is imported: `config`
 asks this module where Food-101 is. `LAB5_KAGGLE_ROOT` stands for `/kaggle` in tests.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lab5_utils.food101_files import official_root
+from lab5_utils.files import official_root
 
 RUN_TYPE_ENV = "KAGGLE_KERNEL_RUN_TYPE"  # "Interactive" or "Batch" in Kaggle's kernels
 SEARCH_DEPTH = 4  # /kaggle/input/<dataset>/<folder>/food-101/: how deep a copy is looked for

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from lab5_utils import history as hist
-from lab5_utils.config import TEST_TIME_FIELDS, LabConfig
+from lab5_utils.config import LEGACY_VALUES, NO_LEGACY_VALUE, TEST_TIME_FIELDS, LabConfig
 from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
 
 # Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
@@ -27,19 +27,6 @@ from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
 # validation pass computes; tests/test_old_runs.py checks it) and where an archive is extracted.
 RESULT_NEUTRAL_FIELDS = ("run_root", "strict_data", "jit_compile", "steps_per_execution",
                          "distribution", "progress_seconds", "cache_validation", "data_cache")
-# A new field's default reproduces what runs did before it existed, except these: a config.json
-# without one of them was made with the value given here.
-LEGACY_VALUES: dict[str, Any] = {
-    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
-    "strict_data": True,  # before damaged files were skipped, one stopped the run
-    "distribution": "none",  # before tf.distribute, one device
-    "augment_on": "pipeline",  # before the choice, every augmentation ran in the tf.data map
-}
-# Fields no value of which reproduces a run made before them (why, for the message).
-NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
-                   "synthetic_test_per_class": "the run predates the test split"}
-
-
 class RunError(RuntimeError):
     """A run cannot start or finish as asked; the message says what to do."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lab5_utils.config import LabConfig
+from lab5_utils.config import LEGACY_VALUES, LabConfig
 
 # Keras calls back into Python after every execution: on a fast device a step of a few ms
 # would pay that overhead each time, so `auto` runs this many steps per call there.
@@ -191,7 +191,6 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
     jit_compile=true or on a TPU (XLA has no kernel for their image transforms; "device" is
     refused there); "device" with a GPU; on a CPU, whichever `measure` finds faster."""
     from lab5_utils.augment import heavy
-    from lab5_utils.rundir import LEGACY_VALUES
 
     record: dict[str, Any] = {"setting": cfg.augment_on}
     if not heavy(cfg.augmentations):  # every placement gives the same batches: keep the run's
