@@ -41,8 +41,8 @@ def _lr(text: str) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab5_utils import estimate
-    from lab5_utils.training import default_run_dir, is_finished, run_stage, stage_config
+    from lab5_utils.cost import estimate
+    from lab5_utils.train.training import default_run_dir, is_finished, run_stage, stage_config
 
     cfg = _config(args)
     run_dir = args.run_dir or default_run_dir(stage_config(cfg, args.stage, args.lr), args.stage,
@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from lab5_utils.training import lr_range_test
+    from lab5_utils.train.training import lr_range_test
 
     result = lr_range_test(_config(args), args.stage, steps=args.steps)
     print(result.curve.to_string(index=False))
@@ -64,19 +64,19 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lab5_utils.bench import cmd_bench as run
+    from lab5_utils.cost.bench import cmd_bench as run
 
     return run(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lab5_utils.report import cmd_report as run
+    from lab5_utils.report.build import cmd_report as run
 
     return run(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab5_utils.history import summarize_runs
+    from lab5_utils.train.epoch_logs import summarize_runs
 
     table, problems = summarize_runs(args.paths)
     for message in problems:
@@ -87,8 +87,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from lab5_utils.photos import conversion_hint
-    from lab5_utils.predict import predict_files, predictions_table, predictions_text
+    from lab5_utils.data.photos import conversion_hint
+    from lab5_utils.evaluate.predict import predict_files, predictions_table, predictions_text
 
     results, problems = predict_files(args.model, args.images, top=args.top,
                                       explain_dir=args.explain, force=args.force,
@@ -140,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("paths", nargs="+", help="run folders or TensorBoard log folders")
             p.add_argument("--csv", action="store_true", help="machine-readable CSV output")
         if name == "report":
-            from lab5_utils.report import add_report_arguments
+            from lab5_utils.report.build import add_report_arguments
 
             add_report_arguments(p)
         if name == "bench":
-            from lab5_utils.bench import add_bench_arguments
+            from lab5_utils.cost.bench import add_bench_arguments
 
             add_bench_arguments(p)
         if name == "predict":

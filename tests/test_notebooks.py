@@ -8,7 +8,7 @@ import papermill as pm
 import pytest
 
 from lab5_utils.files import project_root
-from lab5_utils.report import NOTEBOOKS
+from lab5_utils.report.build import NOTEBOOKS
 
 FOLDER = project_root() / "notebooks"
 COMMON = {"preset", "settings", "run_root", "figures_dir", "drive_dir"}
@@ -56,7 +56,7 @@ def test_first_cell_explains_presets_and_the_demo_weights(notebook):
 
 
 def test_the_setup_cell_is_the_same_in_all_four_and_made_from_the_repository_url():
-    from lab5_utils import colab
+    from lab5_utils.hosts import colab
 
     cells = {name: nbformat.read(FOLDER / f"{name}.ipynb", as_version=4).cells[1].source
              for name in NOTEBOOKS}
@@ -96,8 +96,8 @@ def test_every_parameter_lab5_report_passes_is_one_the_notebook_declares(tmp_pat
     notebook's parameters cell declares: a misspelt one would be ignored by papermill."""
     from concurrent.futures import Future
 
-    from lab5_utils import execute
-    from lab5_utils.report import run_report
+    from lab5_utils.report import execute
+    from lab5_utils.report.build import run_report
 
     passed: dict[str, set] = {}
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lab5_utils import rundir, speed, training
 from lab5_utils.config import LabConfig
-from lab5_utils.rundir import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS
-from lab5_utils.training import RunError, run_stage
+from lab5_utils.cost import speed
+from lab5_utils.train import rundir, training
+from lab5_utils.train.rundir import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS
+from lab5_utils.train.training import RunError, run_stage
 
 DATA = Path(__file__).parent / "data"
 
@@ -129,9 +130,9 @@ def test_the_validation_cache_holds_the_pixels_an_uncached_pass_computes(tmp_pat
     """Why cache_validation is not compared: a run's results do not depend on it."""
     import numpy as np
 
-    from lab5_utils.benchdata import write_food_like_folder
-    from lab5_utils.data import load_encoded
-    from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.data.benchdata import write_food_like_folder
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.data.splits import load_encoded
 
     if dataset == "folder":  # large JPEGs: decoded at a reduced DCT scale
         write_food_like_folder(tmp_path / "food", 8)

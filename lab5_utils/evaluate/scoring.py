@@ -50,7 +50,7 @@ def collect_predictions(
 ) -> Predictions:
     """Run `model` over `(images, labels)` batches in order; keep the first `keep_images` images.
     Under a `tf.distribute` strategy (training's scope) each batch is split over its replicas."""
-    from lab5_utils.distribute import predict_batches
+    from lab5_utils.model.distribute import predict_batches
 
     labels, probs, images = [], [], []
     kept, x = 0, None

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lab5_utils.model import BASE_NAME, base_of
-from lab5_utils.pipeline import decode
+from lab5_utils.data.pipeline import decode
+from lab5_utils.model.network import BASE_NAME, base_of
 
 LAST_CONV = "top_activation"
 

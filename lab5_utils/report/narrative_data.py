@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lab5_utils.analysis import run_dirs
 from lab5_utils.config import LabConfig
 from lab5_utils.files import read_json
 from lab5_utils.i18n import _, num
+from lab5_utils.report.analysis import run_dirs
 from lab5_utils.tables import split_rule_text
 
 

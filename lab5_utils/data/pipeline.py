@@ -14,13 +14,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from lab5_utils.augment import (
+from lab5_utils.config import MIXING, LabConfig
+from lab5_utils.data.augment import (
     batch_augmenter,
     batch_mixer,
     per_image_augmenter,
     pipeline_augmentations,
 )
-from lab5_utils.config import MIXING, LabConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -8,8 +8,11 @@ import re
 
 import pandas as pd
 
-from lab5_utils import stats
-from lab5_utils.analysis import (
+from lab5_utils.config import LabConfig, lr_label
+from lab5_utils.evaluate import stats
+from lab5_utils.files import project_root, read_json
+from lab5_utils.i18n import _, ngettext, num, pct
+from lab5_utils.report.analysis import (
     best_finetune,
     choice_split,
     finished_finetunes,
@@ -17,10 +20,7 @@ from lab5_utils.analysis import (
     run_dirs,
     run_title,
 )
-from lab5_utils.config import LabConfig, lr_label
-from lab5_utils.files import project_root, read_json
-from lab5_utils.i18n import _, ngettext, num, pct
-from lab5_utils.narrative_data import original_like_with_like, run_data
+from lab5_utils.report.narrative_data import original_like_with_like, run_data
 from lab5_utils.tables import clock, p_equals, split_rule_text, test_time_display
 
 
@@ -292,7 +292,7 @@ def _ema_text(stage: dict[str, float]) -> str:
 
 def original_comparison(cfg: LabConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The original lab's TensorBoard runs next to this sweep's, and a generated sentence."""
-    from lab5_utils.history import summarize_runs
+    from lab5_utils.train.epoch_logs import summarize_runs
 
     folder = project_root() / "references" / "original_lab5"
     original, problems = summarize_runs(sorted(folder.glob("*")))

@@ -16,9 +16,9 @@ from typing import Any
 
 import keras
 
-from lab5_utils import history as hist
 from lab5_utils.config import LEGACY_VALUES, NO_LEGACY_VALUE, TEST_TIME_FIELDS, LabConfig
 from lab5_utils.files import atomic_write_text, read_json, remove_partial_files
+from lab5_utils.train import epoch_logs
 
 # Reusing an old run folder (`rundir.check_same_config`): fields that cannot change what a run
 # learns or measures are not compared: where runs live, whether a damaged file stops the run,
@@ -156,9 +156,9 @@ def backup_epoch(backup: Path) -> int | None:
 
 def keep_finished(run_dir: Path, finished: int) -> None:
     """Drop log rows and TensorBoard points of epochs >= `finished` (0-based count)."""
-    hist.truncate_csv(run_dir / "history.csv", finished)
+    epoch_logs.truncate_csv(run_dir / "history.csv", finished)
     if (run_dir / "tb").is_dir():
-        hist.truncate_tensorboard(run_dir / "tb", finished)
+        epoch_logs.truncate_tensorboard(run_dir / "tb", finished)
     if not (run_dir / "backup").exists():
         return
     if (backup_epoch(run_dir / "backup") or 0) > finished:
@@ -176,7 +176,7 @@ def truncate_to_backup(run_dir: Path, first_epoch: int, epochs: int) -> dict:
     remove_partial_files(run_dir)
     best = None
     if (run_dir / "history.csv").is_file() and finished > first_epoch:
-        best = float(hist.load_history(run_dir)["val_accuracy"].max())
+        best = float(epoch_logs.load_history(run_dir)["val_accuracy"].max())
     if finished > first_epoch:
         print(f"[lab5] resuming after epoch {finished} (backup in {run_dir / 'backup'})", flush=True)
     return {"finished": finished, "best": best}
@@ -188,7 +188,7 @@ def _trained_epochs(run_dir: Path, first_epoch: int, epochs: int) -> int:
     wanted = list(range(first_epoch + 1, first_epoch + epochs + 1))
     if (run_dir / "history.csv").is_file() and (run_dir / "best.keras").is_file() and not any(
             run_dir.glob(".best-*.partial.keras")):
-        if list(hist.load_history(run_dir)["epoch"]) == wanted:
+        if list(epoch_logs.load_history(run_dir)["epoch"]) == wanted:
             return first_epoch + epochs
     return first_epoch
 

@@ -1,9 +1,9 @@
 """Upkeep of the report's catalogs (Babel), for whoever adds or changes a message:
 
-    python -m lab5_utils.catalogs extract   # every message -> lab5_utils/locale/lab5.pot
-    python -m lab5_utils.catalogs update    # the template merged into every language's .po
-    python -m lab5_utils.catalogs compile   # every .po -> .mo (`make install` does this)
-    python -m lab5_utils.catalogs check     # messages a catalog lacks or leaves untranslated
+    python -m lab5_utils.report.catalogs extract   # every message -> lab5_utils/locale/lab5.pot
+    python -m lab5_utils.report.catalogs update    # the template merged into every language's .po
+    python -m lab5_utils.report.catalogs compile   # every .po -> .mo (`make install` does this)
+    python -m lab5_utils.report.catalogs check     # messages a catalog lacks or leaves untranslated
 
 Messages are the package's `_()`, `N_()` and `ngettext()` calls, the same calls in the
 notebooks' code cells, and the paragraphs of the notebooks' Markdown cells (`export`
@@ -27,7 +27,7 @@ from lab5_utils.i18n import (
 )
 
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PACKAGE.parent / "notebooks"
 
 
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{lang}: {kind}: {message[:80]!r}")
         return 1 if any(any(found.values()) for found in bad.values()) else 0
     else:
-        print("usage: python -m lab5_utils.catalogs extract|update|compile|check", file=sys.stderr)
+        print("usage: python -m lab5_utils.report.catalogs extract|update|compile|check",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -22,11 +22,12 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from lab5_utils import food101_files, recipe
 from lab5_utils.config import LabConfig
-from lab5_utils.photos import DECODABLE, conversion_hint, exif_orientation, image_problem
-from lab5_utils.pipeline import decode, make_pipeline
-from lab5_utils.synthetic import synthetic_class_names, synthetic_images
+from lab5_utils.data import food101_files
+from lab5_utils.data.photos import DECODABLE, conversion_hint, exif_orientation, image_problem
+from lab5_utils.data.pipeline import decode, make_pipeline
+from lab5_utils.data.synthetic import synthetic_class_names, synthetic_images
+from lab5_utils.model import recipe
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lab5_utils.bench_timing import (
+from lab5_utils.cost.bench_timing import (
     Timing,
     full_pass,
     interleaved,
@@ -30,7 +30,7 @@ from lab5_utils.bench_timing import (
     summary,
     timed,
 )
-from lab5_utils.benchdata import machine_info, write_food_like_folder
+from lab5_utils.data.benchdata import machine_info, write_food_like_folder
 
 TARGETS = {"train_vs_plain": 2.5, "train_images_per_s": 1500.0, "validation_vs_plain": 2.0,
            "fit_vs_in_memory": 0.95, "quick_cpu_vs_flip_crop": 0.9}
@@ -59,8 +59,8 @@ def bench_pipelines(root: Path, image_size: int, batch_size: int, repeats: int) 
     Training augments with flip and crop only: the decoding path is what this measures (quick's
     and full's augmentations, in each placement: `bench_augment`)."""
     from lab5_utils.config import LabConfig
-    from lab5_utils.data import list_images, load_encoded
-    from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.data.splits import list_images, load_encoded
 
     cfg = LabConfig.preset("full", dataset=f"folder:{root}", image_size=image_size,
                            batch_size=batch_size, augmentations=["flip", "crop"])
@@ -114,9 +114,9 @@ def bench_fit(root: Path, image_size: int, batch_size: int, repeats: int) -> dic
     import tensorflow as tf
 
     from lab5_utils.config import LabConfig
-    from lab5_utils.data import load_encoded
-    from lab5_utils.model import build_model, compile_model, freeze_base
-    from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.data.splits import load_encoded
+    from lab5_utils.model.network import build_model, compile_model, freeze_base
 
     cfg = LabConfig.preset("demo", dataset=f"folder:{root}", weights=None, image_size=image_size,
                            batch_size=batch_size)
@@ -138,7 +138,7 @@ def run_bench(images: int = 512, batch_size: int = 64, image_size: int = 224, re
     """Generate the JPEGs, measure, and return everything as one JSON-serializable dict.
     `step_steps`: timed steps of the model per stage for the input-/step-bound verdicts
     (`bench_augment`; None: not measured)."""
-    from lab5_utils.bench_augment import bench_placements
+    from lab5_utils.cost.bench_augment import bench_placements
 
     if images < 2 * max(batch_size, fit_batch_size if fit else 1):
         raise ValueError("--images must be at least twice the batch size: the first batch of "
@@ -175,7 +175,7 @@ def _targets(result: dict[str, Any]) -> dict[str, bool | None]:
 
 def format_report(result: dict[str, Any]) -> str:
     """The human-readable report printed by `lab5 bench`."""
-    from lab5_utils.bench_augment import format_placements
+    from lab5_utils.cost.bench_augment import format_placements
 
     m, s, d, p = result["machine"], result["settings"], result["data"], result["pipeline"]
     lines = [
@@ -258,7 +258,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.train_step:
         import sys
 
-        from lab5_utils.bench_step import bench_train_step, format_train_step
+        from lab5_utils.cost.bench_step import bench_train_step, format_train_step
 
         def log(line: str) -> None:  # stdout stays valid JSON with --json
             print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -268,7 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(step, indent=2) if args.json else format_train_step(step), flush=True)
         return 1 if step["errors"] else 0
     images, batch_size = args.images or 512, args.batch_size or 64
-    from lab5_utils.speed import accelerator_present
+    from lab5_utils.cost.speed import accelerator_present
 
     result = run_bench(images, batch_size, args.image_size, args.repeats,
                        fit=not args.no_fit, fit_image_size=args.fit_image_size,

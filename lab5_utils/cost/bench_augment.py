@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lab5_utils import bench_timing as timing
+from lab5_utils.cost import bench_timing
 
 RECIPE_FIELDS = ("augmentations", "randaugment_ops", "randaugment_factor", "crop_scale",
                  "mixup_alpha", "cutmix_alpha", "image_size", "batch_size")
@@ -41,8 +41,8 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
     not measured) and which side bounds an epoch."""
     import tensorflow as tf
 
-    from lab5_utils.augment import DeviceAugment
-    from lab5_utils.data import load_splits
+    from lab5_utils.data.augment import DeviceAugment
+    from lab5_utils.data.splits import load_splits
 
     cfg = recipe_config(root, image_size, batch_size)
     # flip + crop and the device's CPU part back to back: the pair the target compares
@@ -59,18 +59,18 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
             images, labels = stage(images, labels, seed)
             yield images.numpy(), labels
 
-    def stage_alone() -> timing.Timing:
-        return timing.timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
+    def stage_alone() -> bench_timing.Timing:
+        return bench_timing.timed(lambda: sum(stage(*batch, seed)[0].numpy().shape[0]
                                        for _ in range(STAGE_REPEATS)))
 
-    runs = {name: (lambda ds=ds: timing.steady_pass(ds)) for name, ds in pipelines.items()}
-    runs["device_with_stage"] = lambda: timing.steady_pass(through_stage(pipelines["device_cpu"]))
+    runs = {name: (lambda ds=ds: bench_timing.steady_pass(ds)) for name, ds in pipelines.items()}
+    runs["device_with_stage"] = lambda: bench_timing.steady_pass(through_stage(pipelines["device_cpu"]))
     runs["device_stage"] = stage_alone
-    timings = timing.interleaved(runs, repeats)
+    timings = bench_timing.interleaved(runs, repeats)
     result: dict[str, Any] = {
         "preset": "quick (full augments alike)", "augmentations": cfg.augmentations,
-        "cache_train": cfg.cache_train, **{k: timing.summary(v) for k, v in timings.items()},
-        "ratios": {f"{k}_vs_flip_crop": timing.paired_ratio(timings[k], timings["flip_crop"])
+        "cache_train": cfg.cache_train, **{k: bench_timing.summary(v) for k, v in timings.items()},
+        "ratios": {f"{k}_vs_flip_crop": bench_timing.paired_ratio(timings[k], timings["flip_crop"])
                    for k in ("pipeline", "device_cpu", "device_with_stage")}}
     if step_steps:
         result |= bounds(result, cfg, step_steps, measure)
@@ -80,7 +80,7 @@ def bench_placements(root: Path, image_size: int, batch_size: int, repeats: int,
 def bounds(result: dict[str, Any], cfg, steps: int, measure=None) -> dict[str, Any]:
     """The model's step per stage (the estimate's `measure`, at the bench's size; the device
     placement adds the stage's time a batch) and, per placement and stage, the bound."""
-    from lab5_utils import estimate
+    from lab5_utils.cost import estimate
 
     measure = measure or estimate.measure
     step_timing = measure(cfg.replace(augment_on="pipeline"), estimate.STAGES, steps,
@@ -111,8 +111,8 @@ def format_placements(result: dict[str, Any]) -> list[str]:
             ("device_cpu", "augment_on=device, the CPU's part", r["device_cpu_vs_flip_crop"]),
             ("device_with_stage", "  same + the step's augmentation",
              r["device_with_stage_vs_flip_crop"])):
-        lines.append(f"  {label:38s} x{ratio:.2f} {timing.rate_line(result[name])}")
-    alone = timing.rate_line(result["device_stage"])
+        lines.append(f"  {label:38s} x{ratio:.2f} {bench_timing.rate_line(result[name])}")
+    alone = bench_timing.rate_line(result["device_stage"])
     lines.append(f"  {'the step augmentation alone':38s}       {alone}")
     for where, stages in result.get("bounds", {}).items():
         for stage, bound in stages.items():

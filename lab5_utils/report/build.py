@@ -19,8 +19,6 @@ from typing import Any
 
 import pandas as pd
 
-from lab5_utils import estimate
-from lab5_utils.analysis import results_table
 from lab5_utils.config import (
     PRESETS,
     TEST_TIME_FIELDS,
@@ -29,18 +27,20 @@ from lab5_utils.config import (
     lab_config,
     lr_label,
 )
-from lab5_utils.execute import NotebookExecutor, NotebookRun, error_text, finetune_job, job
-from lab5_utils.export import (
+from lab5_utils.cost import estimate
+from lab5_utils.files import atomic_write_text, project_root, read_json
+from lab5_utils.i18n import _, check_language, in_language, languages
+from lab5_utils.report.analysis import results_table
+from lab5_utils.report.execute import NotebookExecutor, NotebookRun, error_text, finetune_job, job
+from lab5_utils.report.export import (
     combine_notebooks,
     contents_markdown,
     export_html,
     intro_markdown,
 )
-from lab5_utils.files import atomic_write_text, project_root, read_json
-from lab5_utils.i18n import _, check_language, in_language, languages
-from lab5_utils.narrative import headline
-from lab5_utils.sweep import DEFAULT_LRS, SweepRun, parse_lrs, parse_sweep, sweep_runs, value_text
+from lab5_utils.report.narrative import headline
 from lab5_utils.tables import clock
+from lab5_utils.train.sweep import DEFAULT_LRS, SweepRun, parse_lrs, parse_sweep, sweep_runs, value_text
 
 NOTEBOOKS = ("01_data_exploration", "02_transfer_learning", "03_fine_tuning", "04_analysis")
 REPORT_NAME = "lab5_report.html"
@@ -103,7 +103,7 @@ def run_report(
     _check_writable(out, "--out")
     _check_writable(figures, "figures folder")
 
-    from lab5_utils.progress import PROGRESS_ENV  # Keras: not at import (--help)
+    from lab5_utils.train.progress import PROGRESS_ENV  # Keras: not at import (--help)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels and the estimate inherit it
     os.environ.setdefault(PROGRESS_ENV, "lines")  # the kernels print lines in epochs, not a bar
@@ -178,7 +178,7 @@ def _preflight(cfg: LabConfig, runs: list[SweepRun], auto: bool, force: bool, al
                steps: int, settings: list[str]) -> None:
     """`estimate.preflight` for the runs still to train (none after a finished sweep), timed in
     a child process so the sweep's kernels get the whole GPU."""
-    from lab5_utils.training import default_run_dir, is_finished
+    from lab5_utils.train.training import default_run_dir, is_finished
 
     todo = sum(force or not is_finished(run.run_dir(cfg)) for run in runs) + auto
     if runs and runs[0].key in TEST_TIME_FIELDS:  # its values share one training
@@ -206,7 +206,7 @@ def _auto_lr(cfg: LabConfig, out: Path, force: bool, steps: int, sweep: Notebook
              ) -> tuple[float | None, str | None]:
     """The LR range test on the fine-tuning setup, its suggestion rounded to one significant
     digit; reused while the transfer run and `steps` are unchanged."""
-    from lab5_utils import training
+    from lab5_utils.train import training
 
     saved, csv = out / "lr_finder.json", out / "lr_finder_finetune.csv"
     key = {"steps": steps,

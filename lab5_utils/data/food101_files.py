@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab5_utils.data.photos import image_problem
 from lab5_utils.files import file_lock, official_root
-from lab5_utils.photos import image_problem
 
 
 class Food101FilesError(RuntimeError):

@@ -82,7 +82,7 @@ class StageEstimate:
 def detect_hardware() -> Hardware:
     import tensorflow as tf
 
-    from lab5_utils.colab import on_colab
+    from lab5_utils.hosts.colab import on_colab
 
     names = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -103,7 +103,7 @@ def split_sizes(cfg: LabConfig) -> tuple[int, int, int]:
     if cfg.dataset == "synthetic":
         return (cfg.num_classes * cfg.synthetic_train_per_class,
                 cfg.num_classes * cfg.synthetic_val_per_class, cfg.num_classes)
-    from lab5_utils.data import load_encoded
+    from lab5_utils.data.splits import load_encoded
 
     info = load_encoded(cfg).info
     return info.num_train, info.num_val, info.num_classes
@@ -208,11 +208,11 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     import numpy as np
     import tensorflow as tf
 
-    from lab5_utils import model as mdl
-    from lab5_utils.augment import attach, placement
-    from lab5_utils.recipe import one_hot
+    from lab5_utils.cost.speed import input_rates
+    from lab5_utils.data.augment import attach, placement
+    from lab5_utils.model import network
+    from lab5_utils.model.recipe import one_hot
     from lab5_utils.seeding import seed_run
-    from lab5_utils.speed import input_rates
 
     seed_run(cfg)  # op determinism as the run will have it: on a GPU it changes the speed
     classes = num_classes or split_sizes(cfg)[2]
@@ -225,12 +225,12 @@ def measure(cfg: LabConfig, stages: Iterable[str] = STAGES, steps: int = 5,
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     train, trace, val = {}, {}, None
     for stage in stages:
-        net = mdl.build_model(cfg.replace(weights=None), classes)
-        net = mdl.freeze_base(net) if stage == "transfer" else mdl.unfreeze(net, cfg.unfreeze)
+        net = network.build_model(cfg.replace(weights=None), classes)
+        net = network.freeze_base(net) if stage == "transfer" else network.unfreeze(net, cfg.unfreeze)
         # the heavy augmentations, when they run in the step: XLA cannot compile them
         augmented = attach(net, cfg) is not None
         # a bool for true/false (the string 'false' would switch XLA on); 'auto': Keras decides
-        mdl.compile_model(net, 1e-6, jit_compile=False if augmented else {
+        network.compile_model(net, 1e-6, jit_compile=False if augmented else {
             "true": True, "false": False}.get(cfg.jit_compile, "auto"), cfg=cfg)
         clock = _step_clock("train")
         net.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
@@ -283,7 +283,7 @@ def measure_in_subprocess(cfg: LabConfig, settings: Sequence[str], stages: Itera
                           steps: int = 5) -> tuple[Hardware, Timing]:
     """`detect_hardware` and `measure` in a child process (`lab5 report`: the sweep's kernels
     then get the whole GPU; TensorFlow keeps GPU memory until its process ends)."""
-    command = [sys.executable, "-m", "lab5_utils.estimate", "--preset", cfg.preset_name,
+    command = [sys.executable, "-m", "lab5_utils.cost.estimate", "--preset", cfg.preset_name,
                "--steps", str(steps), "--stages", *stages]
     command += [arg for setting in settings for arg in ("--set", setting)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab5_utils.config import add_settings_arguments
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m lab5_utils.estimate")
+    parser = argparse.ArgumentParser(prog="python -m lab5_utils.cost.estimate")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab5_utils.config import LabConfig
-from lab5_utils.export import export_html, first_line
 from lab5_utils.files import atomic_write_text
 from lab5_utils.i18n import _
-from lab5_utils.sweep import SweepRun
+from lab5_utils.report.export import export_html, first_line
 from lab5_utils.tables import clock
+from lab5_utils.train.sweep import SweepRun
 
 
 @dataclass
@@ -63,7 +63,7 @@ class NotebookExecutor:
 
     def __init__(self, cfg: LabConfig, out: Path, sources: Path, figures: Path, start: float,
                  jobs: int, reuse: bool) -> None:
-        from lab5_utils.progress import SweepClock  # Keras: not for `lab5 --help`
+        from lab5_utils.train.progress import SweepClock  # Keras: not for `lab5 --help`
 
         self.cfg, self.out, self.sources, self.figures = cfg, out, sources, figures
         self.start, self.reuse = start, reuse
@@ -138,7 +138,7 @@ class NotebookExecutor:
     def _fingerprint(self, job: NotebookRun, parameters: dict) -> str:
         """Hash of what an executed notebook shows: its source, its parameters and the
         `metrics.json` of the runs it reads (02 and 03: transfer; 03: its own run)."""
-        from lab5_utils.training import default_run_dir
+        from lab5_utils.train.training import default_run_dir
 
         runs = [] if job.source == "01_data_exploration" else [default_run_dir(self.cfg, "transfer")]
         if job.run is not None:

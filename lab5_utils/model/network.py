@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lab5_utils import distribute, recipe
 from lab5_utils.config import LabConfig, parse_unfreeze
 from lab5_utils.i18n import _
+from lab5_utils.model import distribute, recipe
 
 BASE_NAME = "efficientnetb0"
 

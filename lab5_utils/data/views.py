@@ -9,8 +9,8 @@ import pandas as pd
 import tensorflow as tf
 
 from lab5_utils.config import MIXING, LabConfig
+from lab5_utils.data.pipeline import decode, make_pipeline
 from lab5_utils.i18n import N_, _
-from lab5_utils.pipeline import decode, make_pipeline
 from lab5_utils.tables import split_rule_text
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lab5_utils.config import LabConfig
-from lab5_utils.photos import exif_orientation, image_problem
+from lab5_utils.data.photos import exif_orientation, image_problem
 
 
 @dataclass
@@ -93,7 +93,7 @@ def predict_files(
     reason) in the second list; the others still run. With `explain_dir`, a Grad-CAM overlay
     of the top class on each photo as displayed goes to `explain_dir/<stem>.png` (see
     `overlay_targets`), from the model at the size it predicts at."""
-    from lab5_utils import model as mdl
+    from lab5_utils.model import network
 
     if top < 1:
         raise ValueError(f"--top={top} is not valid: expected an integer >= 1.")
@@ -106,12 +106,12 @@ def predict_files(
         else:
             problems.append((str(path), problem))
     targets = overlay_targets(usable, explain_dir, force) if explain_dir is not None else None
-    model = mdl.load_model(model_path)
+    model = network.load_model(model_path)
     settings = test_time_settings(model_path, int(model.input_shape[1])) if test_time else None
     if settings:  # the run's evaluation: one function for validation, test and here
         cfg = LabConfig(image_size=int(model.input_shape[1]), **settings)
-        model = mdl.with_input_size(model, cfg, settings["test_image_size"])  # for Grad-CAM
-        scored = mdl.at_test_time(model, cfg)
+        model = network.with_input_size(model, cfg, settings["test_image_size"])  # for Grad-CAM
+        scored = network.at_test_time(model, cfg)
     else:
         scored = model
     size = int(model.input_shape[1])
@@ -145,7 +145,7 @@ def _read(path: Path, size: int):
     """(model input uint8 [size, size, 3], encoded bytes, EXIF orientation) of an image file."""
     import tensorflow as tf
 
-    from lab5_utils.pipeline import model_input
+    from lab5_utils.data.pipeline import model_input
 
     orientation = exif_orientation(path)
     try:
@@ -157,7 +157,7 @@ def _read(path: Path, size: int):
 
 
 def _write_overlays(model, images: np.ndarray, classes: np.ndarray, decoded: list) -> None:
-    from lab5_utils.explain import displayed_photo, gradcam, overlay, save_png
+    from lab5_utils.evaluate.gradcam import displayed_photo, gradcam, overlay, save_png
 
     for heatmap, (_, target, _, encoded, orientation) in zip(gradcam(model, images, classes), decoded):
         save_png(overlay(displayed_photo(encoded, orientation), heatmap), target)

@@ -19,11 +19,11 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from lab5_utils import kaggle
 from lab5_utils.files import project_root
+from lab5_utils.hosts import kaggle
 
 # The one place the project's address is kept. Whoever publishes the repository changes it with
-# `python -m lab5_utils.colab --publish https://github.com/OWNER/REPO`, which also rewrites the
+# `python -m lab5_utils.hosts.colab --publish https://github.com/OWNER/REPO`, which also rewrites the
 # notebooks' setup cells and the README's "Open in Colab" links (a test checks they agree).
 REPO_URL = "https://github.com/YOUR-ACCOUNT/lab5"
 BRANCH = "main"
@@ -53,7 +53,7 @@ if ("google.colab" in sys.modules or kaggle) and importlib.util.find_spec("lab5_
     _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", clone)
     sys.path.insert(0, clone)
     importlib.invalidate_caches()
-    from lab5_utils.colab import install_requirements
+    from lab5_utils.hosts.colab import install_requirements
     install_requirements()  # only what is missing; TensorFlow, Keras and NumPy stay as they are'''
 
 
@@ -102,7 +102,7 @@ def publish(url: str, root: str | Path | None = None) -> list[Path]:
 
     github_path(url)  # validates
     root = Path(root) if root else project_root()
-    module = root / "lab5_utils" / "colab.py"
+    module = root / "lab5_utils" / "hosts" / "colab.py"
     text = module.read_text()
     old = re.search(r'^REPO_URL = "([^"]*)"$', text, re.M).group(1)
     changed = []
@@ -272,7 +272,7 @@ def _set_tfds_dir(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m lab5_utils.colab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab5_utils.hosts.colab", description=__doc__)
     parser.add_argument("--publish", metavar="URL",
                         help="set the repository URL (https://github.com/OWNER/REPO) in this "
                              "module, the notebooks' setup cells and the README's Colab links")

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from lab5_utils import seeding, speed
-from lab5_utils.benchdata import machine_info, write_food_like_folder
+from lab5_utils import seeding
+from lab5_utils.cost import speed
+from lab5_utils.data.benchdata import machine_info, write_food_like_folder
 from lab5_utils.tables import clock
 
 # The real step of presets quick and full.
@@ -120,10 +121,10 @@ def _measure_size(cfg, steps: int, jit: tuple[bool, ...], errors: dict[str, str]
     """Every measurement at one image size; failures go to `errors`, keyed `<size>/<variant>`."""
     import tensorflow as tf
 
-    from lab5_utils.data import load_encoded
-    from lab5_utils.model import build_model, freeze_base, unfreeze
-    from lab5_utils.pipeline import make_pipeline
-    from lab5_utils.recipe import one_hot
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.data.splits import load_encoded
+    from lab5_utils.model.network import build_model, freeze_base, unfreeze
+    from lab5_utils.model.recipe import one_hot
 
     size, batch = cfg.image_size, cfg.batch_size
     # (part, unfreeze mode, XLA, in memory, kind): kind "" plain, "augment": with the heavy
@@ -183,7 +184,7 @@ def _variant(model, cfg, kind: str):
     put back afterwards."""
     from tensorflow.python.framework import config as tf_config
 
-    from lab5_utils.augment import attach, detach
+    from lab5_utils.data.augment import attach, detach
     from lab5_utils.seeding import op_determinism_enabled
 
     was = op_determinism_enabled()

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab5_utils import stats
 from lab5_utils.config import LabConfig, lr_label
+from lab5_utils.evaluate import stats
 from lab5_utils.files import read_json
 from lab5_utils.i18n import N_, _, num, pct
-from lab5_utils.sweep import SweepRun, finished_lr_runs
+from lab5_utils.train.sweep import SweepRun, finished_lr_runs
 
 RESULT_COLUMNS = [
     "run", "setting", "learning rate", "status", "best epoch", "val accuracy (%)", "val low (%)",
@@ -46,7 +46,7 @@ def results_table(cfg: LabConfig, runs: Sequence[SweepRun] | None = None,
     fine-tuned model is compared with the transfer model on the same test images by McNemar's
     exact test, and in a sweep of a setting also with the sweep's first value. `failed` maps
     "transfer" or a run's name to its error."""
-    from lab5_utils.training import default_run_dir
+    from lab5_utils.train.training import default_run_dir
 
     failed = dict(failed or {})
     runs = finished_lr_runs(cfg) if runs is None else list(runs)
@@ -100,7 +100,7 @@ def paired_test(base_dir: str | Path, run_dir: str | Path) -> stats.PairedTest |
     """McNemar's exact test of a run (B) against a base run (A: the transfer model, or a sweep's
     first value) on their saved test predictions; None when either has none or they were made
     on other images."""
-    from lab5_utils.evaluate import load_predictions
+    from lab5_utils.evaluate.scoring import load_predictions
 
     try:
         a, b = load_predictions(base_dir), load_predictions(run_dir)
@@ -161,11 +161,11 @@ def glance_data(table: pd.DataFrame) -> pd.DataFrame:
     done = table[table["status"] == "finished"]
     best = best_finetune(table)
     chosen = best["run"] if best is not None else "transfer"
-    splits = {"val": choice_split(done), "test": "test"}
+    split_of = {"val": choice_split(done), "test": "test"}
     return pd.DataFrame({
         "run": done["run"], "label": done["setting"],
         **{f"{split} {part}": done[f"{column} {part} (%)"]
-           for split, column in splits.items() for part in ("accuracy", "low", "high")},
+           for split, column in split_of.items() for part in ("accuracy", "low", "high")},
         "chosen": done["run"] == chosen,
     }).reset_index(drop=True)
 
@@ -177,7 +177,7 @@ def run_dirs(cfg: LabConfig, table: pd.DataFrame) -> list[Path]:
 
 def sweep_histories(cfg: LabConfig, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{"lr=1e-04" or "label_smoothing=0.1": history} of every finished fine-tuning run."""
-    from lab5_utils.history import load_history
+    from lab5_utils.train.epoch_logs import load_history
 
     return {r["setting"]: load_history(Path(cfg.run_root) / r["run"])
             for _i, r in finished_finetunes(table).iterrows()}
@@ -224,7 +224,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     (both with 95 % intervals), and the details of the one with the higher *validation*
     accuracy (`choice_split`; fine-tuned on ties). Read from each run's saved test
     predictions: no model is loaded; only the images shown are decoded again."""
-    from lab5_utils import evaluate
+    from lab5_utils.evaluate import scoring
 
     runs = {_("transfer"): table[table["run"] == "transfer"].iloc[0]}
     best = best_finetune(table)
@@ -234,8 +234,8 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     split = choice_split(pd.DataFrame(list(runs.values())))
     rows, details = [], {}
     for name, row in runs.items():
-        predictions = evaluate.load_predictions(Path(cfg.run_root) / row["run"])
-        result = evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+        predictions = scoring.load_predictions(Path(cfg.run_root) / row["run"])
+        result = scoring.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
         details[name] = (result, predictions)
         rows.append({_("model"): name, _("chosen by"): _("validation"),
                      _("epoch"): int(row["best epoch"]),
@@ -248,7 +248,7 @@ def evaluate_models(cfg: LabConfig, table: pd.DataFrame, sample: int = 12, worst
     names = list(runs)
     best_name = max(reversed(names), key=lambda n: runs[n][f"{split} accuracy (%)"])  # ties: fine-tuned
     evaluation, predictions = details[best_name]
-    top = evaluate.top_losses(predictions.y_true, predictions.probs, worst)
+    top = scoring.top_losses(predictions.y_true, predictions.probs, worst)
     chosen = _metrics_or_none(Path(cfg.run_root) / runs[best_name]["run"]) or {}
     size = chosen.get("recipe", {}).get("test_image_size")  # the chosen run's test size
     images = test_images(cfg.replace(test_image_size=size) if size else cfg,
@@ -263,14 +263,15 @@ def test_images(cfg: LabConfig, indices: list[int]) -> np.ndarray:
     the test size (`test_image_size`)."""
     import tensorflow as tf
 
-    from lab5_utils import data, pipeline, recipe
+    from lab5_utils.data import pipeline, splits
+    from lab5_utils.model import recipe
 
     size = recipe.test_image_size(cfg)
     if not indices:
         return np.zeros((0, size, size, 3), np.uint8)
     wanted = sorted(set(indices))
     keys = tf.constant(wanted, tf.int64)
-    picked = (data.load_encoded(cfg).test.take(wanted[-1] + 1).enumerate()
+    picked = (splits.load_encoded(cfg).test.take(wanted[-1] + 1).enumerate()
               .filter(lambda i, example: tf.reduce_any(tf.equal(i, keys)))
               .map(lambda i, example: example))
     batches = pipeline.make_pipeline(

@@ -40,7 +40,7 @@ def time_train_step(model: Any, batches: Any, batch_size: int, steps: int, jit_c
     trains nothing that stays."""
     import keras
 
-    from lab5_utils.model import compile_model
+    from lab5_utils.model.network import compile_model
 
     weights = model.get_weights()
     compile_model(model, learning_rate, jit_compile=jit_compile,
@@ -152,10 +152,10 @@ def input_rates(cfg: LabConfig, placements: tuple[str, ...] = ("pipeline", "devi
     import numpy as np
     import tensorflow as tf
 
-    from lab5_utils.augment import DeviceAugment
-    from lab5_utils.benchdata import SHAPES, food_like_jpeg
-    from lab5_utils.pipeline import make_pipeline
-    from lab5_utils.recipe import one_hot
+    from lab5_utils.data.augment import DeviceAugment
+    from lab5_utils.data.benchdata import SHAPES, food_like_jpeg
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.model.recipe import one_hot
 
     rng = np.random.default_rng(cfg.seed)
     pool = [food_like_jpeg(rng, *SHAPES[i % len(SHAPES)]) for i in range(8)]
@@ -190,7 +190,7 @@ def choose_augment_on(cfg: LabConfig, recorded: dict | None = None,
     folder's value is kept as it is); the setting when it is not "auto"; "pipeline" with
     jit_compile=true or on a TPU (XLA has no kernel for their image transforms; "device" is
     refused there); "device" with a GPU; on a CPU, whichever `measure` finds faster."""
-    from lab5_utils.augment import heavy
+    from lab5_utils.data.augment import heavy
 
     record: dict[str, Any] = {"setting": cfg.augment_on}
     if not heavy(cfg.augmentations):  # every placement gives the same batches: keep the run's

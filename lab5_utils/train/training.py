@@ -19,22 +19,30 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from lab5_utils import augment, distribute, evaluate, progress, recipe, rundir, seeding, speed
-from lab5_utils import history as hist
-from lab5_utils import model as mdl
+from lab5_utils import seeding
 from lab5_utils.config import LabConfig, check_learning_rate
-from lab5_utils.data import load_encoded, load_splits, naming_undecodable_files, test_time_validation
+from lab5_utils.cost import speed
+from lab5_utils.cost.resources import TrainingMemory, optimizer_state_mb
+from lab5_utils.data import augment
+from lab5_utils.data.splits import (
+    load_encoded,
+    load_splits,
+    naming_undecodable_files,
+    test_time_validation,
+)
+from lab5_utils.evaluate import scoring
 from lab5_utils.files import atomic_write_json, read_json
-from lab5_utils.resources import TrainingMemory, optimizer_state_mb
-from lab5_utils.rundir import RunError, is_finished
-from lab5_utils.schedules import (
+from lab5_utils.model import distribute, network, recipe
+from lab5_utils.model.schedules import (
     LearningRateLogger,
     LRFinderResult,
     find_lr,
     make_schedule,
     schedule_callbacks,
 )
-from lab5_utils.sweep import SweepRun
+from lab5_utils.train import epoch_logs, progress, rundir
+from lab5_utils.train.rundir import RunError, is_finished
+from lab5_utils.train.sweep import SweepRun
 
 STAGES = ("transfer", "finetune")
 __all__ = ["RunError", "RunResult", "default_run_dir", "is_finished", "lr_range_test", "run_stage"]
@@ -88,7 +96,7 @@ def run_stage(
         cfg = speed.choose_augment_on(cfg, recorded)[0]  # the recorded one: no device query
         rundir.check_same_config(run_dir, cfg, "finished")
         print(f"[lab5] reusing the finished {stage} run in {run_dir} (force retrains it)")
-        return RunResult(run_dir, read_json(run_dir / "metrics.json"), hist.load_history(run_dir))
+        return RunResult(run_dir, read_json(run_dir / "metrics.json"), epoch_logs.load_history(run_dir))
     seeding.seed_run(cfg)  # before any model or dataset exists: the same run in every process
     # The strategy first: it may split devices, which must precede TensorFlow's first use of
     # them, and a refused distribution or a batch that does not split stops before any work.
@@ -112,7 +120,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
            verbose: int | str, splits, chosen, placed: dict) -> RunResult:
     """`run_stage` once the run folder is ready, inside the strategy's scope."""
     train_ds, val_ds, test_ds, info, val_at_test_time = splits
-    print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {mdl.device_summary(cfg)}",
+    print(f"[lab5] {stage} stage, lr={lr:g}, run dir {run_dir}\n[lab5] {network.device_summary(cfg)}",
           flush=True)
     if augment.heavy(cfg.augmentations):
         print(speed.augment_on_message(placed), flush=True)
@@ -123,13 +131,13 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
     if stage == "transfer":
         first_epoch, epochs = 0, cfg.transfer_epochs
     else:
-        first_epoch, epochs = len(hist.load_history(transfer_dir)), cfg.finetune_epochs
+        first_epoch, epochs = len(epoch_logs.load_history(transfer_dir)), cfg.finetune_epochs
     speed_choice = speed.choose_speed(cfg, model, train_ds, info.num_train)
     if speed_choice["drop_remainder"]:  # XLA would compile the step again for a short batch
         train_ds = train_ds.rebatch(cfg.batch_size, drop_remainder=True)
     steps = speed_choice["steps_per_epoch"]
     schedule = make_schedule(cfg.schedule, lr, steps, epochs, cfg.warmup_fraction)
-    mdl.compile_model(model, schedule, jit_compile=speed_choice["jit_compile"],
+    network.compile_model(model, schedule, jit_compile=speed_choice["jit_compile"],
                       steps_per_execution=speed_choice["steps_per_execution"], cfg=cfg)
     done = rundir.truncate_to_backup(run_dir, first_epoch, epochs)
     trained = done["finished"] == first_epoch + epochs  # killed after training, before the end
@@ -163,7 +171,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
         if not trained:
             model.fit(train_ds, validation_data=val_ds, initial_epoch=first_epoch, shuffle=False,
                       epochs=first_epoch + epochs, callbacks=callbacks, verbose=verbose)
-    history = hist.load_history(run_dir)
+    history = epoch_logs.load_history(run_dir)
     losses = history.reindex(columns=["loss", "val_loss"]).astype(float)
     good = losses.apply(lambda c: c.map(math.isfinite)).all(axis=1)
     if not good.all() or len(history) < epochs:
@@ -187,7 +195,7 @@ def _train(cfg: LabConfig, stage: str, lr: float, run_dir: Path, transfer_dir: P
     metrics["split_of"]["test_time_val_accuracy"] = "validation"
     if trained and (run_dir / rundir.TRAINED_IN).is_file():  # trained by another run: its figures
         metrics |= _training_measurements(run_dir)
-    hist.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
+    epoch_logs.write_hparams(run_dir / "tb", run_dir.name, _hparams(cfg, stage, lr), {
         "selected_val_accuracy": metrics["best_val_accuracy"], "test_time_val_accuracy": val,
         "test_accuracy": test.top1, "test_top5": test.top5, "test_loss": test.loss})
     atomic_write_json(run_dir / "metrics.json", metrics)
@@ -209,12 +217,12 @@ def stage_model(cfg: LabConfig, stage: str, train_ds, num_classes: int,
     as `cfg.unfreeze` says (finetune)."""
     if stage == "finetune":
         path = Path(transfer_dir or default_run_dir(cfg, "transfer"))
-        return mdl.unfreeze(_load_transfer_model(path, cfg, num_classes), cfg.unfreeze)
-    model = mdl.build_model(cfg, num_classes)
+        return network.unfreeze(_load_transfer_model(path, cfg, num_classes), cfg.unfreeze)
+    model = network.build_model(cfg, num_classes)
     if cfg.weights == "calibrated":
-        used = mdl.calibrate_batchnorm(model, train_ds, cfg.calibration_images)
+        used = network.calibrate_batchnorm(model, train_ds, cfg.calibration_images)
         print(f"[lab5] BatchNorm statistics re-estimated on {used} training images", flush=True)
-    return mdl.freeze_base(model)
+    return network.freeze_base(model)
 
 
 def lr_range_test(cfg: LabConfig, stage: str, steps: int = 100) -> LRFinderResult:
@@ -238,8 +246,8 @@ def _load_transfer_model(transfer_dir: Path, cfg: LabConfig, num_classes: int) -
             + (f" --run-dir {transfer_dir}" if transfer_dir != default_run_dir(cfg, "transfer")
                else "")
         )
-    mdl.set_precision(cfg)  # the policy the model is rebuilt with (its layers keep their own)
-    model = mdl.load_model(path)
+    network.set_precision(cfg)  # the policy the model is rebuilt with (its layers keep their own)
+    model = network.load_model(path)
     if int(model.output_shape[-1]) != num_classes:
         raise RunError(
             f"The transfer model {path} predicts {model.output_shape[-1]} classes but the dataset "
@@ -269,7 +277,7 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame, datasets,
                        class_names: list[str], reload: bool, cfg: LabConfig
-                       ) -> tuple[float, evaluate.Evaluation]:
+                       ) -> tuple[float, scoring.Evaluation]:
     """The selected model (best val_accuracy, as in best.keras) at its test-time settings
     (`model.at_test_time`): its validation accuracy, then its test evaluation, whose per-image
     predictions are saved. `datasets`: (validation at the test size, test). When the test-time
@@ -280,16 +288,16 @@ def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame,
     best = history.loc[history["val_accuracy"].idxmax()]
     if reload or int(best["epoch"]) != int(history["epoch"].max()):
         model.load_weights(str(run_dir / "best.keras"))
-    tested = mdl.at_test_time(model, cfg)
+    tested = network.at_test_time(model, cfg)
     validation, test_ds = datasets
     if recipe.trains_as_it_tests(cfg):
         val = float(best["val_accuracy"])
     else:
-        seen = evaluate.collect_predictions(tested, validation, keep_images=0)
+        seen = scoring.collect_predictions(tested, validation, keep_images=0)
         val = float(seen.correct.mean())
-    predictions = evaluate.collect_predictions(tested, test_ds, keep_images=0)
-    evaluate.save_predictions(run_dir / evaluate.PREDICTIONS_FILE, predictions)
-    return val, evaluate.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
+    predictions = scoring.collect_predictions(tested, test_ds, keep_images=0)
+    scoring.save_predictions(run_dir / scoring.PREDICTIONS_FILE, predictions)
+    return val, scoring.evaluate_predictions(predictions.y_true, predictions.probs, class_names)
 
 
 def _training_measurements(run_dir: Path) -> dict:
@@ -314,13 +322,13 @@ def _hparams(cfg: LabConfig, stage: str, lr: float) -> dict:
 
 def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history: pd.DataFrame,
              timer: _EpochTimer, wall: float, transfer_dir: Path | None,
-             memory: TrainingMemory, info, test: evaluate.Evaluation, chosen) -> dict:
+             memory: TrainingMemory, info, test: scoring.Evaluation, chosen) -> dict:
     """metrics.json: `split_of` says which split each number comes from; `distribution` and
     `replicas` what the run trained on (`steps_per_epoch` counted, not computed)."""
     epoch_seconds = timer.seconds
     best = history.loc[history["val_accuracy"].idxmax()]
     last = history.iloc[-1]
-    params = mdl.trainable_summary(model)
+    params = network.trainable_summary(model)
     return {
         "stage": stage, "learning_rate": lr, "schedule": cfg.schedule,
         "epochs": len(history), "first_epoch": int(history["epoch"].min()),
@@ -338,7 +346,7 @@ def _metrics(cfg: LabConfig, stage: str, lr: float, model: keras.Model, history:
         "ema_state_mb": params["trainable"] * 4 / 2**20 if cfg.ema else 0.0,  # float32 averages
         "recipe": recipe.recipe_dict(cfg),
         "steps_per_epoch": timer.steps[-1] if timer.steps else None,
-        "device": mdl.device_summary(cfg), "distribution": distribute.strategy_name(chosen),
+        "device": network.device_summary(cfg), "distribution": distribute.strategy_name(chosen),
         "replicas": distribute.replicas(chosen), "weights": cfg.weights, "unfreeze": cfg.unfreeze,
         "transfer_run": str(transfer_dir) if transfer_dir else None,
         "selected_on": "validation", "selected_epoch": int(best["epoch"]),
