@@ -1,4 +1,4 @@
-"""Food-101's official folder and archive (`food101_files`, read through `data`), and what the
+"""Food-101's official folder and archive (`food101_files`, read through `splits`), and what the
 report says about the data: a miniature official layout (generated JPEGs, meta/ lists, its tar.gz)
 built per test."""
 

@@ -73,3 +73,12 @@ def test_no_module_is_longer_than_about_400_lines():
                for p in PACKAGE.rglob("*.py")}
     assert any("/" in name for name in lengths)  # the sub-packages are counted too
     assert not {k: v for k, v in lengths.items() if v > MAX_LINES}, lengths
+
+
+def test_the_readme_names_every_room_and_every_top_module_in_its_layout_table():
+    section = (ROOT / "README.md").read_text().split("## How the code is laid out", 1)[1]
+    rows = [line.split("|")[1] for line in section.split("\n## ", 1)[0].splitlines()
+            if line.startswith("| `")]
+    named = {name.strip(" `") for row in rows for name in row.split(",")}
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert named == top | {f"{room}/" for room in ROOMS}

@@ -3,7 +3,7 @@ RandAugment) with its real augmentations, in each placement (`augment_on`), agai
 pipeline with flip and crop only; and, per training stage, whether an epoch is input-bound or
 step-bound on this machine.
 
-Every pipeline is `data.load_splits(cfg).train`, the one training reads. "device" is measured
+Every pipeline is `splits.load_splits(cfg).train`, the one training reads. "device" is measured
 twice: what the CPU still does (the tf.data map: decode the crop, resize, flip) and that plus the
 training step's augmentation stage (`augment.DeviceAugment`) run on this machine's device; on a
 machine without a GPU that device is the same CPU, so the second figure is what both cost there.

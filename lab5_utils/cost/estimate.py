@@ -93,7 +93,7 @@ def detect_hardware() -> Hardware:
 
 def split_sizes(cfg: LabConfig) -> tuple[int, int, int]:
     """(training images, validation images, classes) of `cfg`'s data, without reading Food-101
-    (its sizes follow from `validation_split` and `train_fraction`, as `data.food101_splits`)."""
+    (its sizes follow from `validation_split` and `train_fraction`, as `splits.food101_splits`)."""
     if cfg.dataset == "food101" or cfg.dataset.startswith("tfds:"):
         width = min(50, max(1, round(100 * cfg.validation_split)))
         val = FOOD101_TRAIN * width // 100

@@ -6,7 +6,7 @@ The folder gives the official split: train = the images of `meta/train.txt`, tes
 those of `meta/test.txt`, classes in the order of `meta/classes.txt`. The archive is checked
 against the official MD5, extracted once into a cache folder, and then read as the folder.
 Every problem is one `Food101FilesError` raised before anything is written or trained.
-No TensorFlow here: `data` turns the file lists into datasets.
+No TensorFlow here: `splits` turns the file lists into datasets.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 damage visible in a file's first and last bytes, a hint for formats it cannot read, and the
 EXIF orientation a phone stores a JPEG with.
 
-No TensorFlow here: `data` (folder listing) and `predict` both check files with these functions,
+No TensorFlow here: `splits` (folder listing) and `predict` both check files with these functions,
 so training and prediction accept the same files.
 """
 

@@ -1,6 +1,6 @@
 """The fine-tuning recipe: the loss (label smoothing), the optimizer (AdamW and what it leaves
 undecayed), weight averaging (EMA), the test-time evaluation (flip TTA, test size) and the
-table that shows them. `model.compile_model`, `training` and `data` call it; the augmentations
+table that shows them. `network.compile_model`, `training` and `splits` call it; the augmentations
 themselves are in `pipeline`.
 
 Every part is a `LabConfig` field whose default is the lab before the recipe existed: integer

@@ -343,7 +343,7 @@ def plot_predictions(
 
 def plot_top_losses(images: Sequence[np.ndarray] | np.ndarray, top: pd.DataFrame,
                     class_names: Sequence[str], ncols: int = 3, title: str = "") -> Figure:
-    """The most confidently wrong images (`evaluate.top_losses` rows, in order), each titled with
+    """The most confidently wrong images (`scoring.top_losses` rows, in order), each titled with
     its true class, the predicted class and the probabilities of both."""
     fig, axes = _grid(len(top), ncols, cell=3.2)
     for ax, image, (_r, row) in zip(axes, images, top.iterrows()):

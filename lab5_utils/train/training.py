@@ -279,7 +279,7 @@ def _evaluate_selected(model: keras.Model, run_dir: Path, history: pd.DataFrame,
                        class_names: list[str], reload: bool, cfg: LabConfig
                        ) -> tuple[float, scoring.Evaluation]:
     """The selected model (best val_accuracy, as in best.keras) at its test-time settings
-    (`model.at_test_time`): its validation accuracy, then its test evaluation, whose per-image
+    (`network.at_test_time`): its validation accuracy, then its test evaluation, whose per-image
     predictions are saved. `datasets`: (validation at the test size, test). When the test-time
     settings are the training ones, validation's own number of the kept epoch is that accuracy.
     The model is `best.keras` already when the best epoch was the last one trained (unless
