@@ -19,15 +19,16 @@ __all__ = ["hand_on"]
 __version__ = "0.1.0"
 
 
-def hand_on(package: str, names: dict[str, str]) -> Callable[[str], object]:
-    """A sub-package's module `__getattr__`: `names` maps each public name to the module of
-    `package` that defines it, imported on first use, so `from lab5_utils.train import run_stage`
-    works while importing a light module of the package (`lab5 --help`) loads no TensorFlow."""
+def hand_on(package: str, **modules: str) -> tuple[Callable[[str], object], list[str]]:
+    """A sub-package's module `__getattr__` and `__all__`: each keyword names a module of
+    `package` and the public names it defines (space-separated), imported on first use, so
+    `from lab5_utils.train import run_stage` works while importing a light module of the package
+    (`lab5 --help`) loads no TensorFlow."""
+    names = {name: module for module, listed in modules.items() for name in listed.split()}
 
     def __getattr__(name: str) -> object:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
 
-    return __getattr__
-
+    return __getattr__, sorted(names)

@@ -82,3 +82,17 @@ def test_the_readme_names_every_room_and_every_top_module_in_its_layout_table():
     named = {name.strip(" `") for row in rows for name in row.split(",")}
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
     assert named == top | {f"{room}/" for room in ROOMS}
+
+
+def test_each_room_hands_on_the_names_it_lists_and_only_those():
+    import importlib
+
+    for room in sorted(ROOMS):
+        package = importlib.import_module(f"lab5_utils.{room}")
+        assert package.__all__, room
+        for name in package.__all__:
+            value = getattr(package, name)  # a constant (NOTEBOOKS) has no __module__
+            assert getattr(value, "__module__", f"lab5_utils.{room}.").startswith(
+                f"lab5_utils.{room}."), name
+        with pytest.raises(AttributeError, match="has no attribute 'not_a_name'"):
+            package.not_a_name  # noqa: B018

@@ -10,10 +10,8 @@ and `resources`, so cost sits below it).
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "preflight": "estimate",
-    "resource_table": "resources",
-    "stage_means": "resources",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    estimate="preflight",
+    resources="resource_table stage_means",
+)

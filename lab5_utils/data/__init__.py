@@ -10,13 +10,8 @@ modules (`config`, `files`, `i18n`, `tables`, `seeding`, `hosts`).
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "Splits": "splits",
-    "load_splits": "splits",
-    "load_encoded": "splits",
-    "DataUnavailableError": "splits",
-    "data_summary": "views",
-    "scan_examples": "views",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    splits="Splits load_splits load_encoded DataUnavailableError",
+    views="data_summary scan_examples",
+)

@@ -7,14 +7,8 @@ May import: `data`, `model` and the top modules.
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "Predictions": "scoring",
-    "evaluate_predictions": "scoring",
-    "load_predictions": "scoring",
-    "top_losses": "scoring",
-    "best_and_worst": "scoring",
-    "wilson_interval": "stats",
-    "mcnemar_exact": "stats",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    scoring="Predictions evaluate_predictions load_predictions top_losses best_and_worst",
+    stats="wilson_interval mcnemar_exact",
+)

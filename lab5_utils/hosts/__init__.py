@@ -7,11 +7,8 @@ May import: `files` only (`config` asks `kaggle` where Food-101 is, so hosts sit
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "storage": "colab",
-    "install_requirements": "colab",
-    "on_kaggle": "kaggle",
-    "food101_input": "kaggle",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    colab="storage install_requirements",
+    kaggle="on_kaggle food101_input",
+)

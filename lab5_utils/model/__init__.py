@@ -8,12 +8,8 @@ May import: only the top modules (`config`, `files`, `i18n`, `tables`, `seeding`
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "build_model": "network",
-    "compile_model": "network",
-    "load_model": "network",
-    "device_summary": "network",
-    "recipe_table": "recipe",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    network="build_model compile_model load_model device_summary",
+    recipe="recipe_table",
+)

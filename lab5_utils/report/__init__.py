@@ -10,15 +10,9 @@ only `cli` imports it.
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "run_report": "build",
-    "NOTEBOOKS": "build",
-    "results_table": "analysis",
-    "glance_data": "analysis",
-    "evaluate_models": "analysis",
-    "headline": "narrative",
-    "conclusion": "narrative",
-    "describe_run": "narrative",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    build="run_report NOTEBOOKS",
+    analysis="results_table glance_data evaluate_models",
+    narrative="headline conclusion describe_run",
+)

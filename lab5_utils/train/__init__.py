@@ -8,17 +8,10 @@ May import: `cost`, `evaluate`, `data`, `model` and the top modules.
 
 from lab5_utils import hand_on
 
-_NAMES = {
-    "run_stage": "training",
-    "lr_range_test": "training",
-    "default_run_dir": "training",
-    "is_finished": "training",
-    "RunResult": "training",
-    "RunError": "rundir",
-    "load_history": "epoch_logs",
-    "sweep_runs": "sweep",
-    "finetune_run": "sweep",
-    "report_runs": "sweep",
-}
-__all__ = sorted(_NAMES)
-__getattr__ = hand_on(__name__, _NAMES)
+__getattr__, __all__ = hand_on(
+    __name__,
+    training="run_stage lr_range_test default_run_dir is_finished RunResult",
+    rundir="RunError",
+    epoch_logs="load_history",
+    sweep="sweep_runs finetune_run report_runs",
+)
