@@ -96,3 +96,20 @@ def test_each_room_hands_on_the_names_it_lists_and_only_those():
                 f"lab5_utils.{room}."), name
         with pytest.raises(AttributeError, match="has no attribute 'not_a_name'"):
             package.not_a_name  # noqa: B018
+
+
+def test_no_module_of_lab5_utils_is_imported_under_another_name():
+    """`import lab5_utils.x as y` / `from lab5_utils.room import module as y` anywhere (package,
+    tests, notebooks): a module name that wants renaming is one a variable wants."""
+    import json
+    import re
+
+    modules = {p.stem for p in PACKAGE.rglob("*.py")} | ROOMS
+    aliased = re.compile(r"^\s*(import lab5_utils\S* as |from lab5_utils\S* import .*\b("
+                         + "|".join(sorted(modules)) + r") as )", re.M)
+    sources = {str(p): p.read_text() for p in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py")]}
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        sources[str(path)] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert aliased.search("    from lab5_utils.model import network as net\n")  # it can find one
+    assert not {path for path, text in sources.items() if aliased.search(text)}

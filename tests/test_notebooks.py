@@ -80,6 +80,21 @@ def test_fine_tuning_rejects_a_bad_learning_rate_before_loading_anything(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_every_name_a_code_cell_uses_is_defined_or_imported_above_it():
+    """ruff's undefined-name check over the four notebooks (the package's lint skips them): a
+    module renamed or moved but still called by its old name in a later cell fails here, in the
+    fast tier, rather than in the report's run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = Path(sys.executable).parent / "ruff"
+    paths = [str(FOLDER / f"{name}.ipynb") for name in PARAMETERS]
+    found = subprocess.run([str(ruff), "check", "--no-force-exclude", "--isolated",
+                            "--select", "F821", *paths], capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout
+
+
 def test_the_python3_kernel_is_this_interpreter_even_without_a_kernelspec():
     """CI needs no `ipykernel install`: jupyter_client falls back to ipykernel's own spec."""
     import sys
