@@ -20,7 +20,7 @@ CATALOGS := $(patsubst %.po,%.mo,$(wildcard lab5_utils/locale/*/LC_MESSAGES/lab5
 install: $(VENV)/.installed $(CATALOGS)
 
 %.mo: %.po $(VENV)/.installed
-	$(PY) -m lab5_utils.catalogs compile
+	$(PY) -m lab5_utils.report.catalogs compile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,8 @@ demo: install  ## both training stages on the demo preset, without notebooks
 
 # A test that trains a model, runs a notebook or starts a process is marked @pytest.mark.slow
 # (its docstring says why it cannot be fast); every other test is in the fast tier.
-test: install  ## the fast tier: units, every bad-input check, small integrations (minutes)
+test: install  ## the fast tier: the import layers, units, every bad-input check, small integrations (minutes)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PYTEST) -m "not slow"
 
 test-slow: install  ## the slow tier only: training, kills and resumes, notebooks, XLA, Colab
@@ -50,12 +51,13 @@ bench: install
 	$(LAB5) bench
 
 messages: install  ## after adding or changing a message: extract them all, merge into every .po
-	$(PY) -m lab5_utils.catalogs extract
-	$(PY) -m lab5_utils.catalogs update
-	$(PY) -m lab5_utils.catalogs check || echo "translate the entries listed above, then: make install"
+	$(PY) -m lab5_utils.report.catalogs extract
+	$(PY) -m lab5_utils.report.catalogs update
+	$(PY) -m lab5_utils.report.catalogs check || echo "translate the entries listed above, then: make install"
 
 lint: install
 	$(VENV)/bin/ruff check lab5_utils tests
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:  ## removes run outputs and reports, never the .venv
 	rm -rf runs reports .pytest_cache

@@ -47,8 +47,8 @@ def _lr(text: str) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab5_utils import estimate
-    from lab5_utils.training import default_run_dir, is_finished, run_stage, stage_config
+    from lab5_utils.cost import estimate
+    from lab5_utils.train.training import default_run_dir, is_finished, run_stage, stage_config
 
     cfg = _config(args)
     run_dir = args.run_dir or default_run_dir(stage_config(cfg, args.stage, args.lr), args.stage,
@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from lab5_utils.training import lr_range_test
+    from lab5_utils.train.training import lr_range_test
 
     result = lr_range_test(_config(args), args.stage, steps=args.steps)
     print(result.curve.to_string(index=False))
@@ -71,14 +71,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lab5_utils.bench import cmd_bench as run
+    from lab5_utils.cost.bench import cmd_bench as run
 
     return run(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lab5_utils.report import cmd_report as run
-    from lab5_utils.report import report_folders
+    from lab5_utils.report.build import cmd_report as run
+    from lab5_utils.report.build import report_folders
 
     _log_to(args, report_folders(args.preset, args.out, args.figures)[0] / "logs" / "lab5.log")
     return run(args)
@@ -91,7 +91,7 @@ def _log_to(args: argparse.Namespace, path: Path) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab5_utils.history import summarize_runs
+    from lab5_utils.train.epoch_logs import summarize_runs
 
     table, problems = summarize_runs(args.paths)
     for message in problems:
@@ -102,8 +102,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from lab5_utils.photos import conversion_hint
-    from lab5_utils.predict import predict_files, predictions_table, predictions_text
+    from lab5_utils.data.photos import conversion_hint
+    from lab5_utils.evaluate.predict import predict_files, predictions_table, predictions_text
 
     results, problems = predict_files(args.model, args.images, top=args.top,
                                       explain_dir=args.explain, force=args.force,
@@ -157,11 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("paths", nargs="+", help="run folders or TensorBoard log folders")
             p.add_argument("--csv", action="store_true", help="machine-readable CSV output")
         if name == "report":
-            from lab5_utils.report import add_report_arguments
+            from lab5_utils.report.build import add_report_arguments
 
             add_report_arguments(p)
         if name == "bench":
-            from lab5_utils.bench import add_bench_arguments
+            from lab5_utils.cost.bench import add_bench_arguments
 
             add_bench_arguments(p)
         if name == "predict":
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         build_parser().error(f"--epochs={args.epochs} is not valid: expected an integer >= 1.")
-    from lab5_utils.console import sorted_console, tail
+    from lab5_utils.report.console import sorted_console, tail
 
     with sorted_console(args.command, args.verbose) as sorter:  # engines' lines: to the log
         args.log = sorter.log

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab5_utils import kaggle
 from lab5_utils.files import project_root
+from lab5_utils.hosts import kaggle
 from lab5_utils.presets import PRESET_VALUES
 
 DATASETS = ("food101", "synthetic", "folder:PATH", "archive:PATH", "tfds:PATH")
@@ -21,7 +21,7 @@ PATH_SOURCES = ("folder:", "archive:", "tfds:")  # README "Food-101 without down
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 AUGMENTATIONS = ("flip", "crop", "rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
 HEAVY_AUGMENTATIONS = ("rotation", "zoom", "contrast", "randaugment", "mixup", "cutmix")
-AUGMENT_ON = ("auto", "device", "pipeline")  # where the heavy ones run (lab5_utils.augment)
+AUGMENT_ON = ("auto", "device", "pipeline")  # where the heavy ones run (lab5_utils.data.augment)
 MIXING = ("mixup", "cutmix")  # augmentations that mix two images and their (one-hot) labels
 OPTIMIZERS = ("adam", "adamw")
 TTA = ("none", "flip")
@@ -51,7 +51,7 @@ class LabConfig:
     warmup_fraction: float = 0.05
     augmentations: list[str] = field(default_factory=lambda: ["flip", "crop"])
     augment_on: str = "auto"  # "device" (in the training step), "pipeline" (tf.data), "auto"
-    # The fine-tuning recipe (lab5_utils.recipe); each default is the lab before it existed
+    # The fine-tuning recipe (lab5_utils.model.recipe); each default is the lab before it existed
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # crop's area range
     randaugment_ops: int = 2  # operations per image (augmentations=...,randaugment)
     randaugment_factor: float = 0.2  # their strength, Keras' factor 0..1
@@ -72,7 +72,7 @@ class LabConfig:
     mixed_precision: str = "auto"
     jit_compile: str = "false"  # "auto" (measure both on a GPU/TPU), "true", "false"
     steps_per_execution: int | str = 1  # or "auto": 1 on a CPU, more on a GPU/TPU
-    distribution: str = "auto"  # tf.distribute strategy: see lab5_utils.distribute
+    distribution: str = "auto"  # tf.distribute strategy: see lab5_utils.model.distribute
     progress_seconds: float = 60.0  # a line inside long epochs (not with a progress bar); 0: off
     train_fraction: float = 1.0
     validation_split: float = 0.1
@@ -161,7 +161,7 @@ class LabConfig:
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:
-        """The fine-tuning recipe's fields (lab5_utils.recipe)."""
+        """The fine-tuning recipe's fields (lab5_utils.model.recipe)."""
         _check_number(self, "label_smoothing", 0.0, 1.0, "a number >= 0 and < 1 (0 = off), "
                       "e.g. 0.1", high_open=True)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -258,6 +258,19 @@ class LabConfig:
     def is_folder(self) -> bool:
         """Read from image files on disk (`folder:`, or `archive:` once extracted)."""
         return self.dataset.startswith(("folder:", "archive:"))
+
+
+# A new field's default reproduces what runs did before it existed, except these: a config.json
+# without one of them was made with the value given here.
+LEGACY_VALUES: dict[str, Any] = {
+    "cache_train": "",  # before the cache, every epoch decoded its crop from the file itself
+    "strict_data": True,  # before damaged files were skipped, one stopped the run
+    "distribution": "none",  # before tf.distribute, one device
+    "augment_on": "pipeline",  # before the choice, every augmentation ran in the tf.data map
+}
+# Fields no value of which reproduces a run made before them (why, for the message).
+NO_LEGACY_VALUE = {"test_split": "the run predates the test split",
+                   "synthetic_test_per_class": "the run predates the test split"}
 
 
 # --- helpers shared with the CLI and notebooks ---------------------------------------------

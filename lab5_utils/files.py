@@ -1,4 +1,5 @@
-"""Paths and atomic writes: a kill never leaves a half-written file that describes a run."""
+"""Paths (the checkout; a folder in Food-101's official layout) and atomic writes: a kill never
+leaves a half-written file that describes a run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ def project_root() -> Path:
     """The checkout holding `lab5_utils/` and `notebooks/` (editable install), else the cwd."""
     root = Path(__file__).resolve().parents[1]
     return root if (root / "notebooks").is_dir() else Path.cwd()
+
+
+def official_root(path: str | Path) -> Path | None:
+    """`path`, `path/food-101` or, for its `images/` folder, `path/..` when it is in the
+    official layout (a `meta/` folder with `classes.txt`, or `meta/` beside `images/`), else
+    None. Read as plain class folders, `images/` would mix the official test images into
+    training."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "food-101", *([path.parent] if path.name == "images" else [])):
+        meta = candidate / "meta"
+        if (meta / "classes.txt").is_file() or (meta.is_dir() and (candidate / "images").is_dir()):
+            return candidate
+    return None
 
 
 @contextmanager

@@ -24,7 +24,7 @@ WORDS = (N_("finished"), N_("failed"), N_("missing"), N_("within noise"),
          N_("significant at 5 %"), N_("not paired"), N_("validation"), N_("test"),
          N_("transfer learning"), N_("unavailable"), N_("RSS peak during training"),
          N_("GPU peak during training"), N_("default"), N_("transfer"), N_("finetune"))
-# How `data` words a split rule (metrics.json keeps it in English), part by part.
+# How `splits` words a split rule (metrics.json keeps it in English), part by part.
 _RULES = (
     (r"three generated sets \(seeds (?P<seeds>.+)\)", N_("three generated sets (seeds {seeds})")),
     (r"validation: tfds (?P<split>.+) \(seeded hold-out of tfds train\)",
@@ -65,7 +65,7 @@ def word(value: Any) -> str:
 
 
 def split_rule_text(rule: str) -> str:
-    """A split rule from `data` (`validation: ...; test: ...`) in the report's language."""
+    """A split rule from `splits` (`validation: ...; test: ...`) in the report's language."""
     parts = []
     for part in str(rule).split("; "):
         for pattern, message in _RULES:
@@ -210,7 +210,7 @@ def confusions_view(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_view(table: pd.DataFrame) -> pd.DataFrame:
-    """`history.summarize_runs` (accuracies in percent), with a `source` column if present."""
+    """`epoch_logs.summarize_runs` (accuracies in percent), with a `source` column if present."""
     return view(table.astype(object).where(table.notna(), None), {
         "source": (_("source"), "{}"), "run": (_("run"), "{}"), "epochs": (_("epochs"), "{}"),
         "best_val_accuracy": (_("best validation accuracy (%)"), "{:.2f}"),
@@ -222,7 +222,7 @@ def runs_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def parameters_view(table: pd.DataFrame) -> pd.DataFrame:
-    """`model.parameter_table` (one row per stage) with headers in words."""
+    """`network.parameter_table` (one row per stage) with headers in words."""
     return view(table.rename_axis("stage").reset_index(), {
         "stage": (_("stage"), "{}"), "trainable": (_("trainable parameters"), "{:,}"),
         "non_trainable": (_("frozen parameters"), "{:,}"), "total": (_("all parameters"), "{:,}"),

@@ -36,7 +36,7 @@ def trained_lab(tmp_path_factory):
     first pytest-xdist worker that needs it trains it, in a folder all workers share, while the
     others wait for it and read the finished runs back (`run_stage(reuse=True)`). It trains with
     `verbose=2` and `progress_seconds=0.05`; what it printed is `trained_lab_output(cfg)`."""
-    from lab5_utils.training import run_stage
+    from lab5_utils.train.training import run_stage
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # not under xdist: the only process
         root, lock = tmp_path_factory.mktemp("lab"), contextlib.nullcontext()
@@ -69,7 +69,7 @@ FOOD_CLASSES = ("pizza", "apple_pie", "sushi")
 def write_official_food101(parent: Path, train: int = 10, test: int = 4, seed: int = 0) -> Path:
     """`parent/food-101/` as Food-101's archive holds it: `images/<class>/<id>.jpg` (learnable
     generated JPEGs) and `meta/{classes,train,test}.txt`, `train` + `test` images a class."""
-    from lab5_utils.synthetic import synthetic_images
+    from lab5_utils.data.synthetic import synthetic_images
 
     root = parent / "food-101"
     (root / "meta").mkdir(parents=True)

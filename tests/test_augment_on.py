@@ -8,18 +8,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils import augment, rundir, speed
 from lab5_utils.cli import main
 from lab5_utils.config import LabConfig
-from lab5_utils.pipeline import make_pipeline
-from lab5_utils.rundir import RESULT_NEUTRAL_FIELDS
+from lab5_utils.cost import speed
+from lab5_utils.data import augment
+from lab5_utils.data.pipeline import make_pipeline
+from lab5_utils.train import rundir
+from lab5_utils.train.rundir import RESULT_NEUTRAL_FIELDS
 from tests.conftest import tiny_config
 
 HEAVY = ["flip", "crop", "randaugment", "rotation", "mixup"]
 
 
 def _batches(cfg, n=1):
-    from lab5_utils.data import load_encoded
+    from lab5_utils.data.splits import load_encoded
 
     train, _, _, info = load_encoded(cfg)
     ds = make_pipeline(train, cfg, True, info.num_train, one_hot_depth=info.num_classes)
@@ -95,7 +97,7 @@ def test_the_training_step_augments_and_inference_does_not():
 
 def test_a_model_trained_with_device_augmentation_saves_and_loads_without_it(tmp_path):
     """best.keras is what ModelCheckpoint saves: the network, without the replaced step."""
-    from lab5_utils.model import compile_model, load_model
+    from lab5_utils.model.network import compile_model, load_model
 
     cfg = tiny_config(tmp_path, augmentations=HEAVY, augment_on="device")
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),

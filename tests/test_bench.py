@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils import bench, bench_step, benchdata
+from lab5_utils.cost import bench, bench_step
+from lab5_utils.data import benchdata
 
 
 def _args(*argv):
@@ -103,7 +104,7 @@ def _train_step_json(capsys, *argv):
 def test_a_failing_measurement_still_ends_with_the_json_and_its_error(capsys, monkeypatch):
     """Stand-in timings (the real ones: the slow test below); the XLA measurements raise, as a
     device out of memory would: their errors are in the JSON, the others are there, exit 1."""
-    from lab5_utils import speed
+    from lab5_utils.cost import speed
 
     def xla_fails(model, batches, batch_size, steps, jit_compile, steps_per_execution, cfg=None):
         if jit_compile:
@@ -179,8 +180,8 @@ def test_train_step_with_its_cpu_defaults_finishes_and_reports_every_measurement
 def test_the_bench_says_which_side_bounds_an_epoch_in_each_placement(step_seconds, bound):
     """batch 64: a 0.05 s step takes 1280 images/s, more than the CPU's 300 (input-bound);
     a 2 s step 32 images/s, fewer than even the heavy pipeline's 100 (step-bound)."""
-    from lab5_utils import bench_augment
-    from lab5_utils.estimate import Timing
+    from lab5_utils.cost import bench_augment
+    from lab5_utils.cost.estimate import Timing
 
     measured = {"pipeline": {"median": 100.0}, "device_cpu": {"median": 300.0},
                 "device_stage": {"median": 640.0}}  # 0.1 s to augment a batch of 64
@@ -201,7 +202,7 @@ def test_train_step_on_an_accelerator_also_times_each_part_with_op_determinism(c
                                                                                 monkeypatch):
     """A stand-in for the GPU and the timing: the deterministic variants run with op determinism
     on, every other one as the bench found it, and that state is put back."""
-    from lab5_utils import speed
+    from lab5_utils.cost import speed
     from lab5_utils.seeding import op_determinism_enabled
 
     seen = []

@@ -16,8 +16,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lab5_utils import colab
 from lab5_utils.files import project_root
+from lab5_utils.hosts import colab
 
 ROOT = project_root()
 
@@ -36,14 +36,14 @@ def test_the_readme_links_each_notebook_from_the_one_repository_url():
 
 
 def test_publish_sets_the_url_in_the_module_the_notebooks_and_the_readme(tmp_path):
-    for part in ("lab5_utils/colab.py", "notebooks", "README.md"):
+    for part in ("lab5_utils/hosts/colab.py", "notebooks", "README.md"):
         source, target = ROOT / part, tmp_path / part
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     url = "https://github.com/someone/lab5-fork"
     changed = colab.publish(url, tmp_path)
     assert len(changed) == 2 + len(colab.NOTEBOOKS)
-    assert f'REPO_URL = "{url}"' in (tmp_path / "lab5_utils/colab.py").read_text()
+    assert f'REPO_URL = "{url}"' in (tmp_path / "lab5_utils/hosts/colab.py").read_text()
     for name in colab.NOTEBOOKS:
         nb = nbformat.read(tmp_path / "notebooks" / f"{name}.ipynb", as_version=4)
         assert nb.cells[1].source == colab.setup_cell(url)

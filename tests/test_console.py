@@ -1,4 +1,4 @@
-"""`lab5_utils.console`: the console shows lab5's lines, the engines' log lines go to a log file."""
+"""`lab5_utils.report.console`: the console shows lab5's lines, the engines' log lines go to a log file."""
 
 import os
 import re
@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from lab5_utils import cli, console
+from lab5_utils import cli
+from lab5_utils.report import console
 
 # Lines as TensorFlow 2.21, an older TensorFlow, absl, Jupyter and the debugger write them.
 ENGINE = [
@@ -141,8 +142,8 @@ def test_a_notebooks_cell_output_is_sorted_and_a_failure_shows_its_logs_end(tmp_
     import nbformat
     import papermill
 
-    from lab5_utils import execute
     from lab5_utils.config import lab_config
+    from lab5_utils.report import execute
 
     def execute_notebook(source, target, stdout_file, stderr_file, **kwargs):
         stderr_file.write(f"{ENGINE[1]}\n")

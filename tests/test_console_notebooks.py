@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from lab5_utils.console import is_engine_line
+from lab5_utils.report.console import is_engine_line
 from tests.test_console_runs import lab5
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab5_utils.console import is_engine_line
+from lab5_utils.report.console import is_engine_line
 
 TINY = ["image_size=32", "batch_size=32", "transfer_epochs=1", "finetune_epochs=1", "num_classes=3",
         "synthetic_train_per_class=8", "synthetic_val_per_class=4", "synthetic_test_per_class=4",

@@ -4,8 +4,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from lab5_utils.data import DataUnavailableError, load_encoded, load_splits
-from lab5_utils.pipeline import make_pipeline
+from lab5_utils.data.pipeline import make_pipeline
+from lab5_utils.data.splits import DataUnavailableError, load_encoded, load_splits
 from tests.conftest import tiny_config
 
 
@@ -116,7 +116,7 @@ def test_training_split_is_reshuffled_every_epoch(tmp_path):
 
 # --- the fast preprocessing path: reduced-scale JPEG decoding, crops, flips, cache --------------
 def _food_like(count, shapes=((384, 512), (512, 512), (341, 512), (512, 384))):
-    from lab5_utils.benchdata import food_like_jpeg
+    from lab5_utils.data.benchdata import food_like_jpeg
 
     rng = np.random.default_rng(0)
     return [food_like_jpeg(rng, *shapes[i % len(shapes)]) for i in range(count)]
@@ -145,7 +145,7 @@ def test_validation_is_deterministic_and_matches_a_full_decode(tmp_path, size):
 
 
 def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_target_size():
-    from lab5_utils.pipeline import decode, jpeg_scale
+    from lab5_utils.data.pipeline import decode, jpeg_scale
 
     assert [int(jpeg_scale(side, 224)) for side in (223, 447, 448, 512, 1792)] == [0, 0, 1, 1, 3]
     encoded = _food_like(1, shapes=((384, 512),))[0]
@@ -228,7 +228,7 @@ def test_in_memory_cache_too_big_for_ram_is_skipped_with_a_warning(tmp_path, mon
 def test_training_cache_keeps_shrunk_images_and_a_file_cache_is_never_reused_for_other_data(
     tmp_path,
 ):
-    from lab5_utils.pipeline import cache_side, shrink
+    from lab5_utils.data.pipeline import cache_side, shrink
 
     assert cache_side(224) == 256 and cache_side(96) == 110
     encoded = _food_like(1, shapes=((384, 512),))[0]
@@ -269,16 +269,16 @@ def test_auto_cache_too_big_for_ram_is_skipped_with_a_note(tmp_path, monkeypatch
 
 
 def test_exploration_helpers_count_measure_and_preview_the_data(tmp_path):
-    from lab5_utils import explore
+    from lab5_utils.data import views
 
     cfg = tiny_config(tmp_path)
     train, _, _, info = load_encoded(cfg)
-    counts, sizes = explore.scan_examples(train, info.class_names, max_scan=1000)
+    counts, sizes = views.scan_examples(train, info.class_names, max_scan=1000)
     assert list(counts) == [cfg.synthetic_train_per_class] * cfg.num_classes
     assert len(sizes) == info.num_train and sizes["width"].between(72, 128).all()
-    images, titles = explore.sample_images(train, info.class_names, n=3)
+    images, titles = views.sample_images(train, info.class_names, n=3)
     assert [im.shape[:2] for im in images] == [(h, w) for w, h in sizes[["width", "height"]].values[:3]]
     assert titles == [info.class_names[y] for y in sizes["label"][:3]]
-    original, augmented = explore.augmentation_examples(cfg, train, n=4)
+    original, augmented = views.augmentation_examples(cfg, train, n=4)
     assert original.shape == (64, 64, 3) and len(augmented) == 4
     assert not all(np.array_equal(a, augmented[0]) for a in augmented[1:])  # different each time

@@ -3,7 +3,7 @@ demo's two stages trained under MirroredStrategy with 2 replicas on this CPU.
 
 MirroredStrategy needs 2 devices. A CPU becomes 2 logical devices only before TensorFlow
 initialises its devices, and this pytest process has done so, so the mirrored runs are
-subprocesses started with the test-only `LAB5_TEST_CPU_REPLICAS=2` (see lab5_utils.distribute).
+subprocesses started with the test-only `LAB5_TEST_CPU_REPLICAS=2` (see lab5_utils.model.distribute).
 """
 
 import json
@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils import cli, distribute
+from lab5_utils import cli
 from lab5_utils.config import LabConfig
-from lab5_utils.data import load_splits
-from lab5_utils.history import load_history, read_tensorboard
-from lab5_utils.training import run_stage
+from lab5_utils.data.splits import load_splits
+from lab5_utils.model import distribute
+from lab5_utils.train.epoch_logs import load_history, read_tensorboard
+from lab5_utils.train.training import run_stage
 from tests.conftest import tiny_config
 
 
@@ -87,7 +88,7 @@ def test_every_pipeline_shards_by_data(tmp_path):
 _BOTH_STAGES = """
 import sys
 from lab5_utils.config import LabConfig
-from lab5_utils.training import run_stage
+from lab5_utils.train.training import run_stage
 cfg = LabConfig.from_json(sys.argv[1])
 for stage in ("transfer", "finetune"):
     run_stage(cfg, stage, verbose=2, reuse=True)

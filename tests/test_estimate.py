@@ -2,10 +2,10 @@
 
 import pytest
 
-from lab5_utils import estimate
 from lab5_utils.config import LabConfig, lab_config
-from lab5_utils.estimate import CPURunRefused, Hardware, Timing
-from lab5_utils.sweep import sweep_runs
+from lab5_utils.cost import estimate
+from lab5_utils.cost.estimate import CPURunRefused, Hardware, Timing
+from lab5_utils.train.sweep import sweep_runs
 
 T4 = Hardware(["Tesla T4"], 2, on_colab=True)
 CPU = Hardware([], 2, on_colab=True)
@@ -79,8 +79,8 @@ def test_a_gpu_or_the_demo_goes_ahead_without_a_warning():
 
 
 def test_lab5_train_and_report_refuse_quick_on_a_cpu_before_starting(tmp_path, monkeypatch, capsys):
-    from lab5_utils import report
     from lab5_utils.cli import main
+    from lab5_utils.report import build
 
     cpu_timing = Timing({"transfer": 6.0, "finetune": 12.0}, 2.0, {}, 2, 64)
     monkeypatch.setattr(estimate, "_measure_here", lambda cfg, stages, steps: (CPU, cpu_timing))
@@ -91,7 +91,7 @@ def test_lab5_train_and_report_refuse_quick_on_a_cpu_before_starting(tmp_path, m
     assert "lab5 train: error: no GPU found" in err.err and "Change runtime type" in err.out
     assert not (tmp_path / "run").exists()
     with pytest.raises(CPURunRefused, match="--allow-cpu"):
-        report.run_report("quick", out=tmp_path / "out")
+        build.run_report("quick", out=tmp_path / "out")
     out = capsys.readouterr().out
     assert "in all (transfer + 4 fine-tuning runs)" in out
     assert not (tmp_path / "out" / "notebooks").exists()
@@ -99,7 +99,7 @@ def test_lab5_train_and_report_refuse_quick_on_a_cpu_before_starting(tmp_path, m
 
 def test_a_report_with_out_keeps_its_figures_there(tmp_path):
     from lab5_utils.files import project_root
-    from lab5_utils.report import report_folders
+    from lab5_utils.report.build import report_folders
 
     assert report_folders("quick", tmp_path / "r") == (tmp_path / "r", tmp_path / "r" / "figures")
     assert report_folders("quick", tmp_path / "r", tmp_path / "f")[1] == tmp_path / "f"
@@ -107,7 +107,7 @@ def test_a_report_with_out_keeps_its_figures_there(tmp_path):
 
 
 def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkeypatch):
-    from lab5_utils import report
+    from lab5_utils.report import build
 
     calls = []
     monkeypatch.setattr(estimate, "preflight", lambda cfg, stages, *a, **k: calls.append(
@@ -116,9 +116,9 @@ def test_a_resumed_sweep_estimates_only_the_runs_still_to_train(tmp_path, monkey
     for name in ("transfer", "finetune_lr=1e-04"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text("{}")
-    report._preflight(cfg, sweep_runs([1e-4, 1e-5]), False, False, False, 5, [])
-    report._preflight(cfg, sweep_runs([1e-4]), False, False, False, 5, [])  # everything finished
-    report._preflight(cfg, sweep_runs([1e-4]), True, False, False, 5, [])  # `auto` adds a run
+    build._preflight(cfg, sweep_runs([1e-4, 1e-5]), False, False, False, 5, [])
+    build._preflight(cfg, sweep_runs([1e-4]), False, False, False, 5, [])  # everything finished
+    build._preflight(cfg, sweep_runs([1e-4]), True, False, False, 5, [])  # `auto` adds a run
     assert calls == [(["finetune"], 1), (["finetune"], 1)]
     text = estimate.estimate_text(cfg, T4, TIMING, [estimate.estimate_stage(
         cfg, "finetune", TIMING, 7575, 3787)], finetune_runs=3)

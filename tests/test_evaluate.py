@@ -1,4 +1,4 @@
-"""Tests for lab5_utils.evaluate, each checked against an independent computation."""
+"""Tests for lab5_utils.evaluate.scoring, each checked against an independent computation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils.evaluate import (
+from lab5_utils.evaluate.scoring import (
     best_and_worst,
     collect_predictions,
     evaluate_model,
@@ -206,11 +206,11 @@ def test_top_losses_are_the_most_confidently_wrong_in_order():
 @pytest.mark.slow
 def test_saved_test_predictions_match_a_fresh_evaluation_of_best_keras(trained_lab):
     """Slow: evaluates the shared tiny training's models (`trained_lab`) again."""
-    from lab5_utils import analysis
-    from lab5_utils.data import load_splits
-    from lab5_utils.evaluate import load_predictions
-    from lab5_utils.model import load_model
-    from lab5_utils.sweep import sweep_runs
+    from lab5_utils.data.splits import load_splits
+    from lab5_utils.evaluate.scoring import load_predictions
+    from lab5_utils.model.network import load_model
+    from lab5_utils.report import analysis
+    from lab5_utils.train.sweep import sweep_runs
 
     cfg, transfer, finetune = trained_lab
     test = load_splits(cfg).test

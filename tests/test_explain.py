@@ -1,12 +1,13 @@
-"""Grad-CAM (`lab5_utils.explain`): the heatmap points at the evidence, on the model's structure."""
+"""Grad-CAM (`lab5_utils.evaluate.gradcam`): the heatmap points at the evidence, on the model's
+structure."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils.explain import displayed_photo, explain, gradcam, overlay
-from lab5_utils.model import base_of, build_model
+from lab5_utils.evaluate.gradcam import displayed_photo, explain, gradcam, overlay
+from lab5_utils.model.network import base_of, build_model
 from tests.conftest import tiny_config
 from tests.test_photos import save_with_orientation, upright_photo
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils.data import DataUnavailableError, load_encoded, load_splits, undecodable_file
-from lab5_utils.training import run_stage
+from lab5_utils.data.splits import DataUnavailableError, load_encoded, load_splits, undecodable_file
+from lab5_utils.train.training import run_stage
 from tests.conftest import tiny_config
 
 

@@ -1,4 +1,4 @@
-"""Food-101's official folder and archive (`food101_files`, read through `data`), and what the
+"""Food-101's official folder and archive (`food101_files`, read through `splits`), and what the
 report says about the data: a miniature official layout (generated JPEGs, meta/ lists, its tar.gz)
 built per test."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab5_utils import data, food101_files
-from lab5_utils.data import DataUnavailableError
+from lab5_utils.data import food101_files, splits
+from lab5_utils.data.splits import DataUnavailableError
 from tests.conftest import FOOD_CLASSES, tiny_config, write_archive, write_official_food101
 
 
@@ -28,7 +28,7 @@ def _paths(files: list) -> set[str]:
 
 
 def _split_files(cfg) -> dict[str, list]:
-    _, files, _, _, _ = data._folder_files(cfg)
+    _, files, _, _, _ = splits._folder_files(cfg)
     return files
 
 
@@ -54,7 +54,7 @@ def test_the_official_folder_gives_the_official_split(tmp_path, official, pointe
     folder = {"food-101": official, "parent": official.parent, "images": official / "images"}[
         pointed_at]
     cfg = tiny_config(tmp_path, dataset=f"folder:{folder}", validation_split=0.2)
-    info = data.load_encoded(cfg).info
+    info = splits.load_encoded(cfg).info
     assert info.class_names == list(FOOD_CLASSES)  # classes.txt's order, not sorted
     assert info.official_test and info.source == f"food101-files:{official}"
     files = _split_files(cfg)
@@ -82,7 +82,7 @@ def test_train_fraction_keeps_that_share_of_each_class(tmp_path, official):
 
 def _message(cfg) -> str:
     with pytest.raises(DataUnavailableError) as err:
-        data.load_encoded(cfg)
+        splits.load_encoded(cfg)
     return str(err.value)
 
 
@@ -91,7 +91,7 @@ def test_bad_official_folders_each_get_their_message(tmp_path, official):
     images = official / "images"
     (official / "images").rename(tmp_path / "moved")
     assert re.search(r"has meta/ but no images/ folder", _message(cfg))
-    from lab5_utils.training import run_stage
+    from lab5_utils.train.training import run_stage
 
     with pytest.raises(DataUnavailableError, match="no images/ folder"):
         run_stage(cfg, "transfer", verbose=0)
@@ -118,10 +118,10 @@ def test_a_damaged_jpeg_in_the_official_folder_is_skipped_or_stops_with_strict(t
     Path(damaged).write_bytes(Path(damaged).read_bytes()[:300])
     cfg = tiny_config(tmp_path, dataset=f"folder:{official}")
     with pytest.warns(UserWarning, match=r"Skipped 1 file\(s\).*truncated JPEG"):
-        info = data.load_encoded(cfg).info
+        info = splits.load_encoded(cfg).info
     assert info.num_train + info.num_val == 29 and info.skipped_files[0].startswith(damaged)
     with pytest.raises(DataUnavailableError, match="truncated JPEG.*strict_data is on"):
-        data.load_encoded(cfg.replace(strict_data=True))
+        splits.load_encoded(cfg.replace(strict_data=True))
 
 
 # --- the archive --------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_the_archive_is_checked_extracted_once_and_read_as_the_folder(tmp_path, 
                                                                       capsys):
     cache = tmp_path / "cache"
     cfg = tiny_config(tmp_path, dataset=f"archive:{archive}", data_cache=str(cache))
-    info = data.load_encoded(cfg).info
+    info = splits.load_encoded(cfg).info
     printed = capsys.readouterr().out
     assert "[lab5] checking food-101.tar.gz (MD5)" in printed and "[lab5] extracted" in printed
     assert info.class_names == list(FOOD_CLASSES) and info.official_test
@@ -137,7 +137,7 @@ def test_the_archive_is_checked_extracted_once_and_read_as_the_folder(tmp_path, 
     assert extracted.is_relative_to(cache) and extracted.name == "food-101"
     assert {Path(p).relative_to(extracted) for p in _paths(_split_files(cfg)["test"])} == {
         Path(p).relative_to(official) for p in _listed(official, "test")}
-    assert data.load_encoded(cfg).info.sizes == info.sizes
+    assert splits.load_encoded(cfg).info.sizes == info.sizes
     assert "[lab5]" not in capsys.readouterr().out  # found again without reading the archive
     assert _kept(cache) == [extracted.parent.name]  # no partial folder left
 
@@ -245,7 +245,7 @@ def test_dataset_paths_are_validated(tmp_path):
     with pytest.raises(ValueError, match="dataset='zip:x' is not valid: expected one of .*archive:PATH"):
         tiny_config(tmp_path, dataset="zip:x")
     with pytest.raises(DataUnavailableError, match="does not exist or is not a file"):
-        data.load_encoded(tiny_config(tmp_path, dataset=f"archive:{tmp_path / 'none.tar.gz'}"))
+        splits.load_encoded(tiny_config(tmp_path, dataset=f"archive:{tmp_path / 'none.tar.gz'}"))
 
 
 # --- a short run from the archive ---------------------------------------------------------------
@@ -254,9 +254,9 @@ def test_a_short_run_from_the_archive_tests_on_exactly_test_txt(tmp_path, archiv
     """Slow: it trains both stages (tiny sizes) from the extracted miniature archive."""
     import numpy as np
 
-    from lab5_utils.evaluate import PREDICTIONS_FILE
+    from lab5_utils.evaluate.scoring import PREDICTIONS_FILE
     from lab5_utils.files import read_json
-    from lab5_utils.training import run_stage
+    from lab5_utils.train.training import run_stage
 
     cfg = tiny_config(tmp_path, dataset=f"archive:{archive}", data_cache=str(tmp_path / "cache"),
                       image_size=32, batch_size=8, transfer_epochs=2, finetune_epochs=1,
@@ -275,7 +275,7 @@ def test_a_short_run_from_the_archive_tests_on_exactly_test_txt(tmp_path, archiv
 
 # --- what the report says about the data --------------------------------------------------------
 def test_the_report_names_the_source_the_counts_and_whether_test_is_official():
-    from lab5_utils import narrative_data
+    from lab5_utils.report import narrative_data
 
     text = narrative_data.data_text("food101-files:/data/food-101", 67_400, 3_600, 25_250, 101,
                                     True, "test: meta/test.txt")
@@ -292,7 +292,7 @@ def test_the_report_names_the_source_the_counts_and_whether_test_is_official():
 
 
 def test_the_original_lab_is_compared_like_with_like():
-    from lab5_utils import narrative_data
+    from lab5_utils.report import narrative_data
 
     like = narrative_data.original_like_with_like
     same = like("imagenet", "food101-files:/k/food-101", True)
@@ -305,7 +305,7 @@ def test_the_original_lab_is_compared_like_with_like():
 def test_the_report_reads_the_data_of_the_transfer_run(tmp_path):
     import pandas as pd
 
-    from lab5_utils import narrative_data
+    from lab5_utils.report import narrative_data
 
     cfg = tiny_config(tmp_path, dataset="food101")
     table = pd.DataFrame({"run": ["transfer"], "status": ["finished"]})

@@ -1,4 +1,4 @@
-"""Tests of lab5_utils.history on the original lab's logs and on small logs written here."""
+"""Tests of lab5_utils.train.epoch_logs on the original lab's logs and on small logs written here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.core.util import event_pb2
 
-from lab5_utils.history import (
+from lab5_utils.train.epoch_logs import (
     load_history,
     read_tensorboard,
     summarize_runs,

@@ -9,8 +9,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lab5_utils import catalogs, i18n, narrative
+from lab5_utils import i18n
 from lab5_utils.i18n import use
+from lab5_utils.report import catalogs, narrative
 
 COUNTS = (1, 2, 5, 11, 21, 22, 25)
 # Russian's three forms: 1, 21 (one); 2, 22 (few); 5, 11, 25 (many).
@@ -38,8 +39,8 @@ def test_the_check_finds_a_message_the_catalog_lacks(monkeypatch):
 
 
 def _recipe_epochs(n):
-    from lab5_utils import recipe
     from lab5_utils.config import LabConfig
+    from lab5_utils.model import recipe
 
     return recipe.recipe_table(LabConfig.preset("demo").replace(transfer_epochs=n), "transfer").iat[0, 1]
 
@@ -60,7 +61,7 @@ def _images(n):
 def _classes(n):
     import matplotlib.pyplot as plt
 
-    from lab5_utils import plots
+    from lab5_utils.report import plots
 
     fig = plots.plot_class_balance(pd.Series(range(1, n + 1), index=[f"c{i}" for i in range(n)]))
     title = fig.axes[0].get_title()
@@ -139,7 +140,7 @@ def test_a_catalog_without_its_compiled_file_is_read_from_the_po(tmp_path, monke
 
 def test_a_language_without_a_catalog_is_refused_with_the_list(tmp_path, capsys):
     from lab5_utils import cli
-    from lab5_utils.report import run_report
+    from lab5_utils.report.build import run_report
 
     with pytest.raises(SystemExit) as stop:
         cli.main(["report", "--lang", "de", "--out", str(tmp_path / "out")])

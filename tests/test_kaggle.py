@@ -7,8 +7,9 @@ import types
 
 import pytest
 
-from lab5_utils import colab, data, kaggle
 from lab5_utils.config import lab_config
+from lab5_utils.data import splits
+from lab5_utils.hosts import colab, kaggle
 from tests.conftest import FOOD_CLASSES, write_official_food101
 
 
@@ -31,7 +32,7 @@ def test_on_kaggle_food101_is_read_from_input_and_runs_go_to_working(stand_in_ka
     cfg = lab_config("quick", ["image_size=64"], run_root)
     assert cfg.dataset == f"folder:{mounted}" and cfg.run_root == run_root
     assert "Kaggle: Food-101 found in" in capsys.readouterr().out
-    info = data.load_encoded(cfg).info
+    info = splits.load_encoded(cfg).info
     assert info.official_test and info.class_names == list(FOOD_CLASSES) and info.num_test == 12
     assert lab_config("quick", ["dataset=synthetic"]).dataset == "synthetic"  # a choice is kept
 
@@ -77,7 +78,7 @@ def test_the_setup_cell_clones_into_the_hosts_working_folder(tmp_path, monkeypat
 @pytest.mark.slow
 def test_a_run_on_the_stand_in_kaggle_reads_input_and_writes_to_working(stand_in_kaggle):
     """Slow: it trains (one tiny epoch) on the copy found under the stand-in /kaggle/input."""
-    from lab5_utils.training import run_stage
+    from lab5_utils.train.training import run_stage
 
     mounted = write_official_food101(stand_in_kaggle / "input" / "food101" / "archive")
     run_root, _ = colab.storage("demo", None, None, "auto")

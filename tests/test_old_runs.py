@@ -7,6 +7,10 @@ commit, `git show <commit>:lab5_utils/config.py` was loaded as a module and its
 `run_stage` wrote). 625ef24 is the version before `lab5_version` was recorded; a5f0878 predates
 `distribution` and `steps_per_execution` (and wrote `jit_compile` as a bool); 99f4bb1 predates
 the test split and the training cache.
+
+tests/data/runs_6aa371c holds two run folders of `lab5 report --preset demo` at 6aa371c, the commit
+before lab5_utils moved into sub-packages (issue 26): every file but best.keras and tb/ (the
+weights, 17-29 MB), i.e. what decides finished and same settings and what the report reads.
 """
 
 import dataclasses
@@ -16,12 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from lab5_utils import rundir, speed, training
 from lab5_utils.config import LabConfig
-from lab5_utils.rundir import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS
-from lab5_utils.training import RunError, run_stage
+from lab5_utils.cost import speed
+from lab5_utils.report.analysis import results_table
+from lab5_utils.train import rundir, training
+from lab5_utils.train.rundir import LEGACY_VALUES, RESULT_NEUTRAL_FIELDS
+from lab5_utils.train.training import RunError, run_stage
 
 DATA = Path(__file__).parent / "data"
+BEFORE_THE_ROOMS = DATA / "runs_6aa371c"  # written by the flat lab5_utils (see above)
 
 
 def _old_config(name: str) -> dict:
@@ -129,9 +136,9 @@ def test_the_validation_cache_holds_the_pixels_an_uncached_pass_computes(tmp_pat
     """Why cache_validation is not compared: a run's results do not depend on it."""
     import numpy as np
 
-    from lab5_utils.benchdata import write_food_like_folder
-    from lab5_utils.data import load_encoded
-    from lab5_utils.pipeline import make_pipeline
+    from lab5_utils.data.benchdata import write_food_like_folder
+    from lab5_utils.data.pipeline import make_pipeline
+    from lab5_utils.data.splits import load_encoded
 
     if dataset == "folder":  # large JPEGs: decoded at a reduced DCT scale
         write_food_like_folder(tmp_path / "food", 8)
@@ -142,3 +149,48 @@ def test_the_validation_cache_holds_the_pixels_an_uncached_pass_computes(tmp_pat
     cached, plain = (np.concatenate([x.numpy() for x, _ in make_pipeline(
         val, cfg.replace(cache_validation=cache), training=False)]) for cache in ("memory", ""))
     np.testing.assert_array_equal(cached, plain)
+
+
+def _runs_from_before_the_rooms(tmp_path: Path) -> LabConfig:
+    shutil.copytree(BEFORE_THE_ROOMS, tmp_path / "runs")
+    return LabConfig.preset("demo", run_root=str(tmp_path / "runs"))
+
+
+def test_runs_written_before_the_package_moved_are_finished_and_reused_without_training(
+        tmp_path, monkeypatch):
+    cfg = _runs_from_before_the_rooms(tmp_path)
+    _no_training(monkeypatch)
+    for stage, lr in (("transfer", None), ("finetune", 1e-4)):
+        run_dir = training.default_run_dir(cfg, stage, lr)
+        assert rundir.is_finished(run_dir), run_dir
+        reused = run_stage(cfg, stage, learning_rate=lr, reuse=True, verbose=0)
+        assert reused.metrics == json.loads((run_dir / "metrics.json").read_text())
+        assert len(reused.history) == (cfg.transfer_epochs if stage == "transfer"
+                                       else cfg.finetune_epochs)
+
+
+def test_an_unfinished_run_from_before_the_move_passes_the_check_a_resume_makes(tmp_path):
+    """A kill before metrics.json: the resume compares the folder's config.json with today's
+    settings (the weights it would then load are left out of the fixture; the slow test above
+    resumes a trained folder). A changed setting is still refused."""
+    cfg = _runs_from_before_the_rooms(tmp_path)
+    run_dir = training.default_run_dir(cfg, "finetune", 1e-4)
+    (run_dir / "metrics.json").unlink()
+    assert not rundir.is_finished(run_dir)
+    recorded = json.loads((run_dir / "config.json").read_text())
+    stage_cfg = training.stage_config(cfg, "finetune", 1e-4)
+    stage_cfg = speed.choose_augment_on(stage_cfg, recorded)[0]  # auto keeps the run's placement
+    rundir.check_same_config(run_dir, stage_cfg, "unfinished")
+    with pytest.raises(RunError, match="label_smoothing: 0.0 in the run, 0.1 now"):
+        rundir.check_same_config(run_dir, stage_cfg.replace(label_smoothing=0.1), "unfinished")
+
+
+def test_runs_from_before_the_move_appear_in_the_sweeps_results_table(tmp_path):
+    cfg = _runs_from_before_the_rooms(tmp_path)
+    table = results_table(cfg).set_index("run")
+    assert list(table.index) == ["transfer", "finetune_lr=1e-04"]
+    assert (table["status"] == "finished").all()
+    metrics = json.loads((BEFORE_THE_ROOMS / "finetune_lr=1e-04" / "metrics.json").read_text())
+    assert table.loc["finetune_lr=1e-04", "test accuracy (%)"] == pytest.approx(
+        100 * metrics["test_accuracy"])
+    assert 0 <= table.loc["finetune_lr=1e-04", "McNemar p"] <= 1  # test_predictions.npz paired

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from lab5_utils.data import load_splits
-from lab5_utils.photos import exif_orientation, image_problem
-from lab5_utils.pipeline import orient
-from lab5_utils.training import run_stage
+from lab5_utils.data.photos import exif_orientation, image_problem
+from lab5_utils.data.pipeline import orient
+from lab5_utils.data.splits import load_splits
+from lab5_utils.train.training import run_stage
 from tests.conftest import tiny_config
 
 # The transpose that turns a photo upright stored with EXIF orientation o, and its inverse
@@ -173,13 +173,13 @@ def test_a_folder_of_gif_bmp_and_webp_photos_trains_and_heic_is_skipped_with_a_h
 
 
 def test_notebook_previews_show_folder_photos_upright(tmp_path):
-    from lab5_utils import explore
-    from lab5_utils.data import load_encoded
+    from lab5_utils.data import views
+    from lab5_utils.data.splits import load_encoded
 
     root = _sideways_folder(tmp_path / "photos", 6)
     train, _, _, info = load_encoded(tiny_config(tmp_path, dataset=f"folder:{root}"))
-    _, sizes = explore.scan_examples(train, info.class_names, max_scan=10)
+    _, sizes = views.scan_examples(train, info.class_names, max_scan=10)
     assert sizes[["width", "height"]].values.tolist() == [[96, 64], [96, 64], [64, 96]]
-    images, titles = explore.sample_images(train, info.class_names, n=3)
+    images, titles = views.sample_images(train, info.class_names, n=3)
     assert titles == ["a", "b", "c"] and [i.shape for i in images][:2] == [(64, 96, 3)] * 2
     assert np.abs(images[1].astype(float) - images[0]).mean() < 3

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lab5_utils import plots  # noqa: E402
+from lab5_utils.report import plots  # noqa: E402
 
 RED = to_rgba("red")
 

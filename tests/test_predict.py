@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lab5_utils.cli import main
-from lab5_utils.predict import overlay_targets, predict_files
+from lab5_utils.evaluate.predict import overlay_targets, predict_files
 from tests.test_explain import small_cam_model
 from tests.test_photos import _TO_STORED, save_with_orientation, upright_photo
 

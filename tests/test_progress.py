@@ -1,5 +1,5 @@
 """Progress lines inside epochs, the choice between them and Keras' progress bar, and the sweep's
-ETA (`lab5_utils.progress`)."""
+ETA (`lab5_utils.train.progress`)."""
 
 import io
 import re
@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from lab5_utils import progress
 from lab5_utils.config import LabConfig
-from lab5_utils.progress import BAR, LINES, EpochProgress, SweepClock, epoch_eta, sweep_eta
+from lab5_utils.train import progress
+from lab5_utils.train.progress import BAR, LINES, EpochProgress, SweepClock, epoch_eta, sweep_eta
 from tests.conftest import trained_lab_output
 
 
@@ -48,7 +48,7 @@ def test_progress_seconds_defaults_to_a_minute_and_refuses_what_is_not_seconds()
 
 
 def test_a_run_made_with_other_progress_seconds_is_the_same_run(tmp_path):
-    from lab5_utils.rundir import RunError, check_same_config
+    from lab5_utils.train.rundir import RunError, check_same_config
 
     cfg = LabConfig.preset("demo")
     (tmp_path / "config.json").write_text(cfg.replace(progress_seconds=5).to_json())
@@ -200,7 +200,7 @@ def test_lab5_help_still_starts_without_keras():
     import subprocess
     import sys
 
-    code = ("import sys, lab5_utils.cli, lab5_utils.report, lab5_utils.bench; "
+    code = ("import sys, lab5_utils.cli, lab5_utils.report.build, lab5_utils.cost.bench; "
             "lab5_utils.cli.build_parser(); print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -212,20 +212,20 @@ def test_the_report_prints_the_sweep_eta_after_each_fine_tuning_run(tmp_path, mo
     import nbformat
     import papermill
 
-    from lab5_utils import execute as lab5_execute
     from lab5_utils.config import lab_config
-    from lab5_utils.sweep import sweep_runs
+    from lab5_utils.report import execute
+    from lab5_utils.train.sweep import sweep_runs
 
-    def execute(source, target, **kwargs):
+    def fake_execute(source, target, **kwargs):
         time.sleep(0.2)
         nbformat.write(nbformat.v4.new_notebook(), target)
 
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "03_fine_tuning.ipynb")
     cfg = lab_config("demo", run_root=str(tmp_path / "runs"))
-    sweep = lab5_execute.NotebookExecutor(cfg, tmp_path / "out", tmp_path, tmp_path / "figures",
-                                          time.time(), jobs=2, reuse=False)
-    jobs = [lab5_execute.finetune_job(i, run)
+    sweep = execute.NotebookExecutor(cfg, tmp_path / "out", tmp_path, tmp_path / "figures",
+                                     time.time(), jobs=2, reuse=False)
+    jobs = [execute.finetune_job(i, run)
             for i, run in enumerate(sweep_runs([1e-3, 1e-4, 1e-5]), start=1)]
     futures = [sweep.submit(job, {"learning_rate": job.lr}) for job in jobs]
     assert [f.result().status for f in futures] == ["done"] * 3

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils import config, data, evaluate, pipeline, recipe
-from lab5_utils import model as mdl
+from lab5_utils import config
 from lab5_utils.config import LabConfig
-from lab5_utils.training import run_stage
+from lab5_utils.data import pipeline, splits
+from lab5_utils.evaluate import scoring
+from lab5_utils.model import network, recipe
+from lab5_utils.train.training import run_stage
 from tests.conftest import tiny_config
 
 
@@ -42,7 +44,7 @@ def test_smoothed_targets_sum_to_one_and_favour_the_true_class(tmp_path):
     d loss / d z = p - t, so t = p - gradient (at z = 0, p = 1/C)."""
     eps = 0.1
     cfg = tiny_config(tmp_path, label_smoothing=eps)
-    _, val, test, info = data.load_splits(cfg)
+    _, val, test, info = splits.load_splits(cfg)
     images, labels = next(iter(val))
     classes = info.num_classes
     assert labels.shape == (len(images), classes) and labels.dtype == tf.float32
@@ -66,7 +68,7 @@ def test_accuracy_and_top5_are_the_same_with_one_hot_labels():
     classes, n = 8, 200
     probs = rng.dirichlet(np.ones(classes), n).astype(np.float32)
     y = rng.integers(0, classes, n)
-    expected = evaluate.evaluate_predictions(y, probs, [str(c) for c in range(classes)])
+    expected = scoring.evaluate_predictions(y, probs, [str(c) for c in range(classes)])
     for cfg, labels in ((LabConfig(), y), (LabConfig(label_smoothing=0.1),
                                            np.eye(classes, dtype=np.float32)[y])):
         metrics = recipe.make_metrics(cfg, classes)
@@ -79,7 +81,7 @@ def test_accuracy_and_top5_are_the_same_with_one_hot_labels():
 
 def test_a_compiled_model_keeps_its_history_columns_with_one_hot_labels():
     model = _small_model()
-    mdl.compile_model(model, 1e-3, cfg=LabConfig(label_smoothing=0.2))
+    network.compile_model(model, 1e-3, cfg=LabConfig(label_smoothing=0.2))
     x = np.random.default_rng(0).uniform(0, 255, (8, 8, 8, 3)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
     logs = model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y)).history
@@ -94,7 +96,7 @@ def _one_zero_gradient_step(cfg: LabConfig) -> tuple[dict, dict]:
             layer.bias.assign(np.full(layer.bias.shape, 0.5, np.float32))
     model.get_layer("bn").gamma.assign(np.full(4, 2.0, np.float32))
     model.get_layer("bn").beta.assign(np.full(4, 0.5, np.float32))
-    mdl.compile_model(model, 0.1, cfg=cfg)
+    network.compile_model(model, 0.1, cfg=cfg)
     before = {w.path: w.numpy().copy() for w in model.trainable_weights}
     zeros = [tf.zeros_like(w) for w in model.trainable_weights]
     model.optimizer.apply_gradients(zip(zeros, model.trainable_weights))  # Adam moves nothing
@@ -138,7 +140,7 @@ def _ema_data():
 def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_checkpointed(tmp_path):
     x, y = _ema_data()
     model = _small_model()
-    mdl.compile_model(model, 0.05, cfg=LabConfig(ema=True, ema_momentum=0.9))
+    network.compile_model(model, 0.05, cfg=LabConfig(ema=True, ema_momentum=0.9))
     raw, averaged = _Record(), _Record()
     best = tmp_path / "best.keras"
     # training.run_stage's order: ..., the EMA swap, ModelCheckpoint, BackupAndRestore
@@ -148,10 +150,10 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_checkpointed
                      validation_data=(x, y), callbacks=callbacks).history
     for r, a in zip(raw.seen, averaged.seen):
         assert any(not np.allclose(p, q) for p, q in zip(r, a))  # 4 steps: averages lag
-    saved = mdl.load_model(best)
+    saved = network.load_model(best)
     for w, a in zip(saved.trainable_weights, averaged.seen[-1]):
         np.testing.assert_array_equal(w.numpy(), a)
-    mdl.compile_model(saved, 0.05)
+    network.compile_model(saved, 0.05)
     val_loss = saved.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)["loss"]
     assert val_loss == pytest.approx(logs["val_loss"][-1], rel=1e-5)  # what validation measured
 
@@ -159,7 +161,7 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_checkpointed
 def _fit_with_backup(x, y, backup, init, epochs=4, stop_at=None):
     model = _small_model()
     model.set_weights(init)
-    mdl.compile_model(model, 0.05, cfg=LabConfig(ema=True, ema_momentum=0.8))
+    network.compile_model(model, 0.05, cfg=LabConfig(ema=True, ema_momentum=0.8))
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -194,18 +196,18 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
     assert not np.allclose(plain, mirror)  # the model is not symmetric: the test can fail
     tested = recipe.test_time_model(model, LabConfig(tta="flip"))
     batches = tf.data.Dataset.from_tensor_slices((x, np.zeros(6, np.int32))).batch(4)
-    got = evaluate.collect_predictions(tested, batches, keep_images=0).probs
+    got = scoring.collect_predictions(tested, batches, keep_images=0).probs
     np.testing.assert_allclose(got, (plain + mirror) / 2, rtol=1e-5, atol=1e-6)
     assert recipe.test_time_model(model, LabConfig()) is model
 
 
 def test_test_image_size_rebuilds_the_model_with_the_same_weights(tmp_path):
     cfg = tiny_config(tmp_path, test_image_size=96, weights=None)
-    model = mdl.build_model(cfg, 5)
-    resized = mdl.with_input_size(model, cfg, recipe.test_image_size(cfg))
+    model = network.build_model(cfg, 5)
+    resized = network.with_input_size(model, cfg, recipe.test_image_size(cfg))
     assert resized.input_shape == (None, 96, 96, 3) and model.input_shape == (None, 64, 64, 3)
-    pairs = list(zip(mdl.base_of(model).layers, mdl.base_of(resized).layers))
-    assert len(pairs) == len(mdl.base_of(model).layers) > 200
+    pairs = list(zip(network.base_of(model).layers, network.base_of(resized).layers))
+    assert len(pairs) == len(network.base_of(model).layers) > 200
     for old, new in pairs:  # layer by layer: the same layer, the same values, nothing misplaced
         assert type(old) is type(new) and len(old.weights) == len(new.weights)
         for a, b in zip(old.weights, new.weights):
@@ -213,7 +215,7 @@ def test_test_image_size_rebuilds_the_model_with_the_same_weights(tmp_path):
     for a, b in zip(model.get_layer("predictions").weights,
                     resized.get_layer("predictions").weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    images, labels = next(iter(data.load_splits(cfg).test))
+    images, labels = next(iter(splits.load_splits(cfg).test))
     assert images.shape[1:] == (96, 96, 3) and labels.dtype == tf.int32
 
 
@@ -225,7 +227,7 @@ def _first_batch(cfg: LabConfig, ds: tf.data.Dataset, n: int, depth: int | None 
 
 def test_randaugment_differs_between_the_images_of_a_batch_and_repeats_from_the_seed(tmp_path):
     cfg = tiny_config(tmp_path, augmentations=["randaugment"], randaugment_factor=0.5)
-    encoded = data.load_encoded(cfg).train.take(1).repeat(8)  # one image, 8 times
+    encoded = splits.load_encoded(cfg).train.take(1).repeat(8)  # one image, 8 times
     images, _ = _first_batch(cfg, encoded, 8)
     plain, _ = _first_batch(cfg.replace(augmentations=[]), encoded, 8)
     assert (plain == plain[0]).all()  # without it the 8 are identical
@@ -260,7 +262,7 @@ def test_validation_is_never_augmented(tmp_path):
     cfg = tiny_config(tmp_path, augmentations=["flip", "crop", "randaugment", "mixup"],
                       label_smoothing=0.1)
     plain = tiny_config(tmp_path)
-    a, b = (next(iter(data.load_splits(c).validation)) for c in (cfg, plain))
+    a, b = (next(iter(splits.load_splits(c).validation)) for c in (cfg, plain))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1].numpy().argmax(axis=1), b[1])
     assert set(np.unique(a[1])) == {0.0, 1.0}  # one-hot, not mixed
@@ -346,19 +348,19 @@ def test_a_recipe_run_records_it_and_keeps_the_validated_averaged_weights(tmp_pa
     m = result.metrics
     assert m["recipe"] == json.loads(json.dumps(recipe.recipe_dict(cfg)))
     assert m["ema_state_mb"] == pytest.approx(m["trainable_params"] * 4 / 2**20)
-    best = mdl.load_model(result.run_dir / "best.keras")
-    mdl.compile_model(best, 1e-3, cfg=cfg)
-    _, val, test, _ = data.load_splits(cfg)
+    best = network.load_model(result.run_dir / "best.keras")
+    network.compile_model(best, 1e-3, cfg=cfg)
+    _, val, test, _ = splits.load_splits(cfg)
     logged = result.history.set_index("epoch").loc[m["best_epoch"], "val_loss"]
     assert best.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(logged,
                                                                                     rel=1e-4)
-    tested = recipe.test_time_model(mdl.with_input_size(best, cfg, 96), cfg)
-    expected = evaluate.collect_predictions(tested, test, keep_images=0)
-    saved = evaluate.load_predictions(result.run_dir)
+    tested = recipe.test_time_model(network.with_input_size(best, cfg, 96), cfg)
+    expected = scoring.collect_predictions(tested, test, keep_images=0)
+    saved = scoring.load_predictions(result.run_dir)
     np.testing.assert_allclose(saved.probs, expected.probs, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(saved.y_true, expected.y_true)
-    validation = data.test_time_validation(cfg, data.load_encoded(cfg))
-    seen = evaluate.collect_predictions(mdl.at_test_time(best, cfg), validation, keep_images=0)
+    validation = splits.test_time_validation(cfg, splits.load_encoded(cfg))
+    seen = scoring.collect_predictions(network.at_test_time(best, cfg), validation, keep_images=0)
     assert m["test_time_val_accuracy"] == pytest.approx(seen.correct.mean())
     assert m["test_time"] == "flip TTA at 96 px" and m["image_size"] == cfg.image_size
     assert m["split_of"]["test_time_val_accuracy"] == "validation"
@@ -384,13 +386,13 @@ def test_quick_and_full_use_the_recipe_and_demo_keeps_the_old_defaults():
 
 
 def test_the_augmentation_preview_shows_randaugment_and_mixing(tmp_path):
-    from lab5_utils import explore
+    from lab5_utils.data import views
 
     cfg = tiny_config(tmp_path, augmentations=["randaugment"], randaugment_factor=0.5)
-    train = data.load_encoded(cfg).train
-    original, versions = explore.augmentation_examples(cfg, train, n=4)
+    train = splits.load_encoded(cfg).train
+    original, versions = views.augmentation_examples(cfg, train, n=4)
     assert len({v.tobytes() for v in versions}) == 4 and original.shape == versions[0].shape
     mixed_cfg = cfg.replace(augmentations=["mixup"])
-    _, mixed = explore.augmentation_examples(mixed_cfg, train, n=4)
+    _, mixed = views.augmentation_examples(mixed_cfg, train, n=4)
     plain, _ = _first_batch(cfg.replace(augmentations=[]), train.take(4), 4)
     assert len(mixed) == 4 and not np.array_equal(np.stack(mixed), plain)  # blended

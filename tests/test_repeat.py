@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils.evaluate import PREDICTIONS_FILE
+from lab5_utils.evaluate.scoring import PREDICTIONS_FILE
 from tests.conftest import tiny_config
 
 SETTINGS = {"image_size": 32, "batch_size": 16, "transfer_epochs": 1, "finetune_epochs": 1,
@@ -48,7 +48,7 @@ def test_the_same_fine_tuning_command_twice_gives_the_same_run(tmp_path, augment
     other tests: `seed_run` makes its history irrelevant. With RandAugment in each place
     (`augment_on`): in the tf.data map and inside the training step."""
     from lab5_utils.config import LabConfig
-    from lab5_utils.training import run_stage
+    from lab5_utils.train.training import run_stage
 
     placed = {"augmentations": "flip,crop,randaugment", "augment_on": augment_on}
     transfer = tmp_path / "transfer"
@@ -84,7 +84,7 @@ def test_seed_run_seeds_what_a_loaded_model_draws_and_sets_op_determinism(tmp_pa
 
 
 def test_deterministic_false_lets_training_batches_come_out_of_order(tmp_path):
-    from lab5_utils.data import load_splits
+    from lab5_utils.data.splits import load_splits
 
     for deterministic in (True, False):
         splits = load_splits(tiny_config(tmp_path, deterministic=deterministic))

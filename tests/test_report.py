@@ -1,4 +1,4 @@
-"""`lab5_utils.report` (and `analysis`): argument checks, generated text, two real sweeps."""
+"""`lab5_utils.report.build` (and `analysis`): argument checks, generated text, two real sweeps."""
 
 import argparse
 import json
@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab5_utils import export, report, training
 from lab5_utils.config import lab_config, lr_label
-from lab5_utils.narrative import conclusion, lr_suggestion_text
-from lab5_utils.report import run_report
-from lab5_utils.sweep import parse_lrs
+from lab5_utils.report import build, export
+from lab5_utils.report.build import run_report
+from lab5_utils.report.narrative import conclusion, lr_suggestion_text
 from lab5_utils.tables import p_equals
+from lab5_utils.train import training
+from lab5_utils.train.sweep import parse_lrs
 
 # Tiny enough that one notebook trains in well under a minute on a shared 2-core CPU.
 TINY = ["image_size=32", "batch_size=32", "transfer_epochs=1", "finetune_epochs=1", "num_classes=3",
@@ -67,18 +68,18 @@ def test_an_unwritable_out_folder_is_a_clear_error(tmp_path):
 
 def test_cli_arguments_reach_the_validation():
     parser = argparse.ArgumentParser()
-    report.add_report_arguments(parser)
+    build.add_report_arguments(parser)
     args = parser.parse_args(["--lrs", "1e-4", "-1e-4", "--jobs", "2", "--show-code"])
     assert args.lrs == ["1e-4", "-1e-4"] and args.jobs == 2 and args.show_code
     with pytest.raises(ValueError, match="--lrs '-1e-4' is not valid"):
-        report.cmd_report(args)
+        build.cmd_report(args)
 
 
 # --- generated text ---------------------------------------------------------------------------
 def _row(run, lr, status="finished", epoch=None, val=None, test=None, change=None, p=None,
          images=1000, error=""):
     """A results-table row; intervals computed from the accuracies like `results_table` does."""
-    from lab5_utils.stats import accuracy_interval
+    from lab5_utils.evaluate.stats import accuracy_interval
 
     setting = "transfer learning" if run == "transfer" else f"lr={lr_label(lr)}"
     row = {"run": run, "setting": setting, "learning rate": lr, "status": status,
@@ -95,7 +96,7 @@ def _row(run, lr, status="finished", epoch=None, val=None, test=None, change=Non
 
 
 def _table(*rows):
-    from lab5_utils.analysis import RESULT_COLUMNS
+    from lab5_utils.report.analysis import RESULT_COLUMNS
 
     return pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
 
@@ -169,7 +170,7 @@ def test_the_at_a_glance_cells_come_first_under_the_title(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-    from lab5_utils.execute import NotebookRun
+    from lab5_utils.report.execute import NotebookRun
 
     glance = {"tags": ["at-a-glance"]}
     analysis_nb = new_notebook(cells=[
@@ -306,8 +307,8 @@ def test_the_first_screen_tells_the_result_and_the_tables_read_as_words(sweep):
 @pytest.mark.slow
 def test_the_conclusion_quotes_the_runs_metrics(sweep):
     """Slow: reads the sweep (`sweep`: six notebooks executed with papermill)."""
-    from lab5_utils.evaluate import load_predictions
-    from lab5_utils.stats import accuracy_interval, mcnemar_exact
+    from lab5_utils.evaluate.scoring import load_predictions
+    from lab5_utils.evaluate.stats import accuracy_interval, mcnemar_exact
 
     result, cfg, _ = sweep
     transfer = _metrics(cfg, "transfer")

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from lab5_utils.report import run_report
+from lab5_utils.report.build import run_report
 from tests.test_report import TINY
 
 # Names and terms kept in English on purpose (libraries, products, menu items, metrics' names).

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils.narrative import memory_text
-from lab5_utils.resources import (
+from lab5_utils.cost.resources import (
     RESOURCE_COLUMNS,
     TrainingMemory,
     optimizer_state_mb,
     resource_table,
     stage_means,
 )
+from lab5_utils.report.narrative import memory_text
 
 
 def write_run(root, name, **metrics):

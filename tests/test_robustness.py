@@ -5,8 +5,8 @@ import json
 import keras
 import pytest
 
-from lab5_utils import model as mdl
-from lab5_utils.training import RunError, run_stage
+from lab5_utils.model import network
+from lab5_utils.train.training import RunError, run_stage
 from tests.conftest import tiny_config
 
 
@@ -14,7 +14,7 @@ def test_weights_file_that_is_not_a_weights_file(tmp_path):
     fake = tmp_path / "notes.weights.h5"
     fake.write_text("these are not weights")
     with pytest.raises(ValueError, match="notes.weights.h5"):
-        mdl.build_model(tiny_config(tmp_path, image_size=32, weights=str(fake)), 5)
+        network.build_model(tiny_config(tmp_path, image_size=32, weights=str(fake)), 5)
 
 
 def test_models_load_in_safe_mode_and_refuse_code(tmp_path):
@@ -22,7 +22,7 @@ def test_models_load_in_safe_mode_and_refuse_code(tmp_path):
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(ValueError, match="safe_mode"):
-        mdl.load_model(tmp_path / "lambda.keras")
+        network.load_model(tmp_path / "lambda.keras")
 
 
 def test_output_folder_that_cannot_be_written(tmp_path):
@@ -39,7 +39,7 @@ def test_finetune_refuses_a_transfer_run_with_other_classes(tmp_path):
     cfg = tiny_config(tmp_path, image_size=32)
     transfer = tmp_path / "transfer"
     transfer.mkdir()
-    mdl.build_model(cfg, cfg.num_classes).save(transfer / "best.keras")
+    network.build_model(cfg, cfg.num_classes).save(transfer / "best.keras")
     other = cfg.replace(num_classes=cfg.num_classes + 1)
     with pytest.raises(RunError, match=f"predicts {cfg.num_classes} classes but the dataset"):
         run_stage(other, "finetune", transfer_dir=transfer, verbose=0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils.schedules import find_lr, make_schedule, schedule_callbacks
+from lab5_utils.model.schedules import find_lr, make_schedule, schedule_callbacks
 
 
 def _lr_at(schedule, step):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab5_utils.speed import (
+from lab5_utils.cost.speed import (
     StepTiming,
     choose_jit,
     jit_message,
@@ -54,8 +54,8 @@ def test_timing_the_step_leaves_the_weights_as_they_were():
 def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(capsys, monkeypatch):
     """The benchmark's table from stand-in step timings (the timing itself is tested above on a
     small model; the real EfficientNet figures are in the README)."""
-    from lab5_utils import bench_step, speed
     from lab5_utils.cli import main
+    from lab5_utils.cost import bench_step, speed
 
     calls = []
 
@@ -97,7 +97,7 @@ def test_bench_train_step_reports_frozen_and_unfrozen_and_the_pipeline_ratio(cap
 _XLA_STAGES = """
 import sys
 from lab5_utils.config import LabConfig
-from lab5_utils.training import run_stage
+from lab5_utils.train.training import run_stage
 cfg = LabConfig.from_json(sys.argv[1])
 for stage in ("transfer", "finetune"):
     run_stage(cfg, stage, verbose=0)
@@ -111,7 +111,7 @@ def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
     import subprocess
     import sys
 
-    from lab5_utils.history import load_history
+    from lab5_utils.train.epoch_logs import load_history
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, image_size=32, transfer_epochs=2, jit_compile="true",
@@ -135,8 +135,8 @@ def test_xla_on_the_cpu_trains_both_demo_stages_with_whole_batches(tmp_path):
 def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_path, monkeypatch,
                                                                          capsys, faster):
     """Slow: trains the transfer stage (the probe's timings are stand-ins)."""
-    from lab5_utils import speed
-    from lab5_utils.training import run_stage
+    from lab5_utils.cost import speed
+    from lab5_utils.train.training import run_stage
     from tests.conftest import tiny_config
 
     probed = []
@@ -160,7 +160,7 @@ def test_jit_auto_on_an_accelerator_keeps_what_the_probe_measured_faster(tmp_pat
 
 def test_jit_auto_is_off_without_a_probe_when_the_run_is_deterministic(tmp_path, monkeypatch):
     """Keras trains without XLA while op determinism is on, so timing XLA would mislead."""
-    from lab5_utils import speed
+    from lab5_utils.cost import speed
     from tests.conftest import tiny_config
 
     monkeypatch.setattr(speed, "accelerator_present", lambda: True)

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import splits as splits_lib
 
 from lab5_utils.config import LabConfig
-from lab5_utils.data import DataUnavailableError, food101_splits, load_encoded
+from lab5_utils.data.splits import DataUnavailableError, food101_splits, load_encoded
 from tests.conftest import tiny_config
 
 FOOD101_TRAIN = 75_750  # tfds food101: train 75,750 images, validation (the official test) 25,250

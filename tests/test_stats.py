@@ -1,11 +1,11 @@
-"""`lab5_utils.stats` against hand-computed intervals and exact McNemar p-values."""
+"""`lab5_utils.evaluate.stats` against hand-computed intervals and exact McNemar p-values."""
 
 import math
 
 import numpy as np
 import pytest
 
-from lab5_utils.stats import accuracy_interval, mcnemar_exact, verdict, wilson_interval
+from lab5_utils.evaluate.stats import accuracy_interval, mcnemar_exact, verdict, wilson_interval
 
 
 def _wilson_by_hand(k, n, z=1.959963984540054):

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils import analysis, narrative, plots, sweep
 from lab5_utils.config import LabConfig, lab_config
-from lab5_utils.evaluate import PREDICTIONS_FILE, Predictions, save_predictions
-from lab5_utils.report import run_report
-from lab5_utils.sweep import SweepRun, parse_sweep, sweep_runs
+from lab5_utils.evaluate.scoring import PREDICTIONS_FILE, Predictions, save_predictions
+from lab5_utils.report import analysis, narrative, plots
+from lab5_utils.report.build import run_report
 from lab5_utils.tables import p_equals
+from lab5_utils.train import sweep
+from lab5_utils.train.sweep import SweepRun, parse_sweep, sweep_runs
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def _setting_sweep(cfg, n=400):
 
 
 def test_a_setting_sweep_is_compared_with_transfer_and_with_its_first_value(cfg):
-    from lab5_utils.stats import mcnemar_exact
+    from lab5_utils.evaluate.stats import mcnemar_exact
 
     runs, transfer, first, better = _setting_sweep(cfg)
     table = analysis.results_table(cfg, runs)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lab5_utils import tables
-from lab5_utils.evaluate import evaluate_predictions
+from lab5_utils.evaluate.scoring import evaluate_predictions
 
 
 class _Cells(HTMLParser):
@@ -65,7 +65,7 @@ def test_the_checker_finds_what_it_looks_for():
 
 
 def _results():
-    from lab5_utils.analysis import RESULT_COLUMNS
+    from lab5_utils.report.analysis import RESULT_COLUMNS
 
     rows = [{"run": "transfer", "setting": "transfer learning", "learning rate": 1e-2,
              "status": "finished", "best epoch": 4, "val accuracy (%)": 36.0, "val low (%)": 27.27,
@@ -128,7 +128,7 @@ def test_per_class_tables_list_few_classes_once_and_many_as_best_and_worst(class
 
 
 def test_resources_and_runs_tables_have_words_and_units():
-    from lab5_utils.resources import RESOURCE_COLUMNS
+    from lab5_utils.cost.resources import RESOURCE_COLUMNS
 
     usage = pd.DataFrame([["transfer", "transfer", 1e-2, 12810, 0.146612, 0.0, 217.3333, "cpu_rss",
                            1.23456, 80.0, False, 1, "default", 1]], columns=RESOURCE_COLUMNS)
@@ -147,7 +147,7 @@ def test_resources_and_runs_tables_have_words_and_units():
 @pytest.mark.parametrize("preset", ["demo", "quick"])
 def test_the_recipe_table_reads_as_words(preset):
     from lab5_utils.config import LabConfig
-    from lab5_utils.recipe import recipe_table
+    from lab5_utils.model.recipe import recipe_table
 
     table = recipe_table(LabConfig.preset(preset), "finetune")
     assert table_problems(table.to_html(index=False)) == []

@@ -13,12 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab5_utils import analysis, data, evaluate, narrative, recipe, rundir, tables
-from lab5_utils import model as mdl
+from lab5_utils import tables
 from lab5_utils.cli import main
 from lab5_utils.config import LabConfig
-from lab5_utils.predict import predict_files
-from lab5_utils.sweep import parse_sweep, sweep_runs
+from lab5_utils.data import splits
+from lab5_utils.evaluate import scoring
+from lab5_utils.evaluate.predict import predict_files
+from lab5_utils.model import network, recipe
+from lab5_utils.report import analysis, narrative
+from lab5_utils.train import rundir
+from lab5_utils.train.sweep import parse_sweep, sweep_runs
 from tests.conftest import tiny_config
 from tests.test_predict import halves_model
 
@@ -26,23 +30,23 @@ from tests.test_predict import halves_model
 # --- one function: the model at its test-time settings ----------------------------------------
 def test_at_test_time_is_the_model_at_the_test_size_averaged_with_its_mirror(tmp_path):
     cfg = tiny_config(tmp_path, image_size=32, test_image_size=48, tta="flip", weights=None)
-    model = mdl.build_model(cfg, 3)
-    tested = mdl.at_test_time(model, cfg)
+    model = network.build_model(cfg, 3)
+    tested = network.at_test_time(model, cfg)
     assert tested.input_shape == (None, 48, 48, 3)
-    resized = mdl.with_input_size(model, cfg, 48)
+    resized = network.with_input_size(model, cfg, 48)
     x = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3)).astype(np.float32)
     plain, mirror = (np.asarray(resized(v, training=False)) for v in (x, x[:, :, ::-1]))
     np.testing.assert_allclose(np.asarray(tested(x, training=False)), (plain + mirror) / 2,
                                rtol=1e-5, atol=1e-6)
     same = cfg.replace(tta="none", test_image_size=None)
-    assert recipe.trains_as_it_tests(same) and mdl.at_test_time(model, same) is model
+    assert recipe.trains_as_it_tests(same) and network.at_test_time(model, same) is model
 
 
 def test_validation_at_test_time_is_the_validation_split_at_the_test_size(tmp_path):
     cfg = tiny_config(tmp_path, image_size=32, test_image_size=48, label_smoothing=0.1)
-    encoded = data.load_encoded(cfg)
-    trained_on = data.load_splits(cfg, encoded).validation  # one-hot labels (smoothing)
-    at_test_time = data.test_time_validation(cfg, encoded)
+    encoded = splits.load_encoded(cfg)
+    trained_on = splits.load_splits(cfg, encoded).validation  # one-hot labels (smoothing)
+    at_test_time = splits.test_time_validation(cfg, encoded)
     images, labels = (np.concatenate(parts) for parts in zip(*at_test_time.as_numpy_iterator()))
     val_images, val_labels = (np.concatenate(p) for p in zip(*trained_on.as_numpy_iterator()))
     assert images.shape[1:] == (48, 48, 3) and val_images.shape[1:] == (32, 32, 3)
@@ -65,8 +69,8 @@ def _write_run(cfg, name, val, at_test_time, settings, test_correct, image_size=
     y_true = np.arange(len(correct)) % 3
     probs = np.full((len(correct), 3), 0.1, np.float32)
     probs[np.arange(len(correct)), np.where(correct, y_true, (y_true + 1) % 3)] = 0.8
-    evaluate.save_predictions(folder / evaluate.PREDICTIONS_FILE,
-                              evaluate.Predictions(y_true, probs, np.zeros((0, 1, 1, 3))))
+    scoring.save_predictions(folder / scoring.PREDICTIONS_FILE,
+                              scoring.Predictions(y_true, probs, np.zeros((0, 1, 1, 3))))
     metrics = {"learning_rate": 1e-4, "best_val_accuracy": val, "num_val": 400, "best_epoch": 6,
                "test_accuracy": float(correct.mean()), "num_test": len(correct),
                "trainable_params": 1000, "seconds_per_epoch": 1.5, "wall_time_s": 10.0,
@@ -209,14 +213,15 @@ def test_a_run_that_trains_differently_copies_nothing(tmp_path):
 
 def test_the_estimate_counts_one_training_for_a_sweep_of_a_test_time_setting(tmp_path,
                                                                              monkeypatch):
-    from lab5_utils import estimate, report
+    from lab5_utils.cost import estimate
+    from lab5_utils.report import build
 
     calls = []
     monkeypatch.setattr(estimate, "preflight", lambda cfg, stages, *a, **k: calls.append(
         (stages, k["finetune_runs"])))
     cfg = LabConfig.preset("quick", run_root=str(tmp_path / "runs"))
     for key, values in (("test_image_size", [224, 256, 288]), ("dropout", [0.1, 0.2, 0.3])):
-        report._preflight(cfg, sweep_runs([1e-4], key, values), False, False, False, 5, [])
+        build._preflight(cfg, sweep_runs([1e-4], key, values), False, False, False, 5, [])
     assert calls == [(["transfer", "finetune"], 1), (["transfer", "finetune"], 3)]
 
 
@@ -250,7 +255,7 @@ def test_predict_applies_the_runs_tta_and_the_flag_turns_it_off(sided_model, tmp
 
 def test_predict_rebuilds_the_model_at_the_runs_test_size(tmp_path):
     cfg = tiny_config(tmp_path, image_size=32, weights=None, num_classes=3)
-    model = mdl.build_model(cfg, 3)
+    model = network.build_model(cfg, 3)
     path = tmp_path / "run" / "best.keras"
     path.parent.mkdir()
     model.save(path)
@@ -261,10 +266,10 @@ def test_predict_rebuilds_the_model_at_the_runs_test_size(tmp_path):
     pixels = np.random.default_rng(5).integers(0, 256, (60, 50, 3)).astype(np.uint8)
     Image.fromarray(pixels).save(photo)
     got, problems = predict_files(path, [photo], top=3)
-    from lab5_utils.predict import _read
+    from lab5_utils.evaluate.predict import _read
 
     image = _read(photo, 48)[0][None].astype(np.float32)
-    expected = np.asarray(mdl.at_test_time(model, cfg.replace(test_image_size=48, tta="flip"))(
+    expected = np.asarray(network.at_test_time(model, cfg.replace(test_image_size=48, tta="flip"))(
         image, training=False))[0]
     assert problems == [] and len(got) == 1
     probs = dict(got[0].ranked)
@@ -277,7 +282,7 @@ def test_a_sweep_value_of_tta_is_measured_on_the_copied_training_without_fit(
         trained_lab, tmp_path, monkeypatch):
     """Slow: it evaluates EfficientNet-B0 (validation and test, flip TTA) on a copy of the
     shared training's runs; only `run_stage` shows the copy is measured, not trained again."""
-    from lab5_utils import training
+    from lab5_utils.train import training
 
     cfg, transfer, finetune = trained_lab
     root = tmp_path / "runs"
@@ -296,7 +301,7 @@ def test_a_sweep_value_of_tta_is_measured_on_the_copied_training_without_fit(
     assert m["best_val_accuracy"] == finetune.metrics["best_val_accuracy"]
     assert m["seconds_per_epoch"] == finetune.metrics["seconds_per_epoch"]
     pd.testing.assert_frame_equal(result.history, finetune.history)
-    best = mdl.load_model(run_dir / "best.keras")
-    validation = data.test_time_validation(flip, data.load_encoded(flip))
-    seen = evaluate.collect_predictions(mdl.at_test_time(best, flip), validation, keep_images=0)
+    best = network.load_model(run_dir / "best.keras")
+    validation = splits.test_time_validation(flip, splits.load_encoded(flip))
+    seen = scoring.collect_predictions(network.at_test_time(best, flip), validation, keep_images=0)
     assert m["test_time_val_accuracy"] == pytest.approx(seen.correct.mean())

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from lab5_utils.files import remove_partial_files
-from lab5_utils.history import load_history, read_tensorboard
-from lab5_utils.rundir import settle_best as _settle_best
-from lab5_utils.training import RunError, run_stage
+from lab5_utils.train.epoch_logs import load_history, read_tensorboard
+from lab5_utils.train.rundir import settle_best as _settle_best
+from lab5_utils.train.training import RunError, run_stage
 from tests.conftest import tiny_config
 
 
@@ -63,7 +63,7 @@ def test_each_run_is_one_hparams_session_with_its_test_accuracy(trained_lab):
     """Slow: reads the shared tiny training (`trained_lab`)."""
     from tensorboard.plugins.hparams import metadata
 
-    from lab5_utils.history import _events
+    from lab5_utils.train.epoch_logs import _events
 
     cfg, transfer, finetune = trained_lab
     for result, stage, lr, unfreeze in ((transfer, "transfer", cfg.learning_rate, "none"),
@@ -97,8 +97,8 @@ def test_the_test_split_is_read_once_and_only_after_training(tmp_path, monkeypat
     import keras
     import tensorflow as tf
 
-    from lab5_utils import training
-    from lab5_utils.data import Splits
+    from lab5_utils.data.splits import Splits
+    from lab5_utils.train import training
 
     events = []
     real_fit, real_load = keras.Model.fit, training.load_splits
