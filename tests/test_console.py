@@ -1,4 +1,4 @@
-"""`lab5_utils.report.console`: the console shows lab5's lines, the engines' log lines go to a log file."""
+"""`lab5_utils.report.console`: the console shows lab5's lines; engines' log lines go to a log file."""
 
 import os
 import re
