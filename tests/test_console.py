@@ -125,7 +125,11 @@ def test_readmes_sample_of_make_report_has_the_closing_lines_and_no_engine_line(
     readme = (project_root() / "README.md").read_text()
     section = readme.split("### What the console shows, and the logs", 1)[1]
     sample = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
-    assert sample[0] == ".venv/bin/lab5 report --preset demo --jobs 2"  # the Makefile's command
+    makefile = (project_root() / "Makefile").read_text()
+    recipe = re.search(r"^report:.*\n\t(.+)$", makefile, re.M)[1]  # the command make echoes
+    for name, value in {"LAB5": ".venv/bin/lab5", "PRESET": "demo", "REPORT_LANG": "en"}.items():
+        recipe = recipe.replace(f"$({name})", value)
+    assert sample[0] == recipe
     assert not [line for line in sample if console.is_engine_line(line.split(" | ", 1)[-1])]
     assert re.fullmatch(r"\[report\] 7 of 7 notebooks succeeded in [\d:]+; report: (\S+)/"
                         r"lab5_report.html; logs: \1/logs", sample[-2])
